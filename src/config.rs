@@ -1,1 +1,148 @@
-//! (being written)
+//! Every limit, timeout and size ringkv uses, with its default and the reason for it.
+//!
+//! The server's command line fills a [`ServerConfig`]; everything not given on the command
+//! line keeps the default written here. Units are last in names (`_bytes`, `_ms`).
+
+use std::path::PathBuf;
+
+/// The port the server listens on for clients when none is given.
+/// Shard `k` also listens on `port + 1 + k` for shard-aware clients.
+pub const DEFAULT_PORT: u16 = 7700;
+
+/// Where data lives when no `--data-dir` is given: under the current directory.
+pub const DEFAULT_DATA_DIR: &str = "ringkv-data";
+
+/// When commit-log records become durable before a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Acknowledge after the group commit's fdatasync (the default: survives power loss).
+    Batch,
+    /// Acknowledge once queued; fdatasync every `period_ms` (a crash loses up to a period).
+    Periodic { period_ms: u64 },
+    /// Never fdatasync (tests and benchmarks only: a crash of the machine loses data).
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Directory that holds the node id, the shard layout and every shard's data.
+    pub data_dir: PathBuf,
+    /// Address the listeners bind to.
+    pub host: String,
+    /// Client port; shard k also serves `port + 1 + k`.
+    pub port: u16,
+    /// Number of shards (one glommio executor, one core each).
+    pub shards: usize,
+    /// Tokens per shard on the ring: more tokens balance ownership better.
+    pub vnodes_per_shard: usize,
+    /// Pin each shard to a core (off in tests so many executors fit on 2 cores).
+    pub pin_cores: bool,
+    pub sync: SyncPolicy,
+    /// Commit-log segment size; a multiple of 4096.
+    pub commitlog_segment_bytes: u64,
+    /// Bytes that may wait in a shard's commit-log queue before appends wait (back-pressure).
+    pub commitlog_buffer_bytes_max: usize,
+    pub key_bytes_max: u32,
+    pub value_bytes_max: u32,
+    pub frame_bytes_max: u32,
+    /// Requests a shard works on at once (all its connections together); past it the
+    /// shard stops reading its sockets instead of buffering without bound.
+    pub shard_requests_max: usize,
+    /// Requests one connection may have in flight before its reader stops reading.
+    pub connection_requests_max: usize,
+    /// Cross-shard messages that may queue at one shard before senders wait.
+    pub shard_queue_max: usize,
+    /// io_uring registered buffer memory per shard; 0 = size it from RLIMIT_MEMLOCK.
+    pub io_memory_bytes: usize,
+    /// Most siblings one key may hold; a write that would make more is refused until a
+    /// client resolves them (reads, then writes with the context it got).
+    pub siblings_max: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let limits = crate::protocol::Limits::default();
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            host: "127.0.0.1".to_string(),
+            port: DEFAULT_PORT,
+            // One shard per core the process may run on.
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // 16 tokens per shard keeps every shard within a few % of an even share
+            // while the ring stays small enough to send in a SHARD_MAP frame.
+            vnodes_per_shard: 16,
+            pin_cores: true,
+            sync: SyncPolicy::Batch,
+            // 64 MiB segments: few files, and recycling one frees a useful amount.
+            commitlog_segment_bytes: 64 << 20,
+            // 16 MiB queued per shard is ~10 ms of writes at disk speed.
+            commitlog_buffer_bytes_max: 16 << 20,
+            // DESIGN.md §1: keys up to 1 KiB, values up to 1 MiB; a frame carries a value
+            // plus its key, context and fields (the protocol's own defaults, one source).
+            key_bytes_max: limits.key_bytes_max,
+            value_bytes_max: limits.value_bytes_max,
+            frame_bytes_max: limits.frame_bytes_max,
+            // 4096 in flight per shard is far past the knee of the latency curve.
+            shard_requests_max: 4096,
+            // Enough to keep a pipelining client busy; bounds one client's share.
+            connection_requests_max: 256,
+            shard_queue_max: 1024,
+            io_memory_bytes: 0,
+            // Riak warns at 25 and refuses at 100: past that, reads get slow and
+            // something is writing blind in a loop.
+            siblings_max: 100,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The port shard `shard` serves for shard-aware clients.
+    pub fn shard_port(&self, shard: usize) -> u16 {
+        self.port + 1 + shard as u16
+    }
+
+    /// Refuses settings that cannot work, saying which and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shards == 0 || self.shards > 256 {
+            return Err(format!("--shards {} must be between 1 and 256", self.shards));
+        }
+        if self.port as usize + self.shards >= u16::MAX as usize {
+            return Err(format!(
+                "--port {} leaves no room for {} shard ports after it",
+                self.port, self.shards
+            ));
+        }
+        if self.vnodes_per_shard == 0 || self.vnodes_per_shard > 1024 {
+            return Err("--vnodes-per-shard must be between 1 and 1024".into());
+        }
+        if self.commitlog_segment_bytes % 4096 != 0 || self.commitlog_segment_bytes < 64 << 10 {
+            return Err("--commitlog-segment-bytes must be a multiple of 4096, at least 64 KiB".into());
+        }
+        if self.key_bytes_max == 0 || self.key_bytes_max > u16::MAX as u32 {
+            return Err("--key-bytes-max must be between 1 and 65535 (keys are u16-framed)".into());
+        }
+        // Room in a frame for the key, the value, a context and the fields around them.
+        let needed = self.key_bytes_max as u64 + self.value_bytes_max as u64 + 4096 + 64;
+        if (self.frame_bytes_max as u64) < needed {
+            return Err(format!(
+                "--frame-bytes-max {} cannot carry a {}-byte key and a {}-byte value: raise it \
+                 to at least {needed}",
+                self.frame_bytes_max, self.key_bytes_max, self.value_bytes_max
+            ));
+        }
+        if let SyncPolicy::Periodic { period_ms } = self.sync {
+            if period_ms == 0 {
+                return Err("--sync-period-ms must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> crate::protocol::Limits {
+        crate::protocol::Limits {
+            key_bytes_max: self.key_bytes_max,
+            value_bytes_max: self.value_bytes_max,
+            frame_bytes_max: self.frame_bytes_max,
+        }
+    }
+}

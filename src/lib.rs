@@ -1,4 +1,40 @@
-//! ringkv (module map is written at the end of issue 2)
+//! ringkv: a Dynamo-style distributed key-value store, thread-per-core and
+//! shared-nothing on glommio (io_uring).
+//!
+//! # Layout
+//!
+//! - [`config`]    every limit, timeout and size, with its default and the reason for it
+//! - [`error`]     the crate error, start-up errors, and the status a client sees
+//! - [`ring`]      token hash (xxh3), token → owner lookup, shard token allocation
+//! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding
+//! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md)
+//! - [`storage`]   per-shard engine: memtable, direct-I/O commit log, node metadata
+//! - [`runtime`]   start-up checks, one executor per shard, cross-shard messages, outbox
+//! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner)
+//! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one
+//! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms
+//!
+//! # A write, walked through
+//!
+//! 1. A client sends a PUT frame to any shard's port ([`protocol`]).
+//! 2. That shard's connection reader ([`server::connection`]) decodes it and asks
+//!    [`server::dispatch::route`] which shard owns the key: `xxh3(key)` looked up in the
+//!    node's [`ring::ShardMap`]. If another shard owns it, the request crosses as a
+//!    [`runtime::ShardMsg::Forward`] and the encoded response comes back the same way.
+//! 3. On the owner, [`storage::Engine::write`] holds the key, reads its stored version
+//!    set, lets [`version::VersionSet::coordinate`] make the new one (the client's
+//!    context says which versions it supersedes), appends it to the shard's commit log
+//!    and — under `batch` sync — waits for the group commit's fdatasync.
+//! 4. The new set enters the memtable; the response (with the new context) goes back
+//!    through the connection's [`runtime::outbox::Outbox`].
+//!
+//! # A read, walked through
+//!
+//! Steps 1–2 as above; the owning shard answers a GET at once from its memtable
+//! ([`server::dispatch::answer_at_once`]): every live sibling and the context to write
+//! with. Tombstones are never returned; a key that has only tombstones is NOT_FOUND but
+//! still carries a context, so a later write supersedes the delete.
+
 pub mod client;
 pub mod config;
 pub mod error;

@@ -1,1 +1,298 @@
-fn main() {}
+//! The `ringkv` command: the server, a small CLI client, and the load generator.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use ringkv::client::blocking::BlockingClient;
+use ringkv::client::Routing;
+use ringkv::config::{ServerConfig, SyncPolicy, DEFAULT_DATA_DIR, DEFAULT_PORT};
+use ringkv::loadgen::{self, BenchOptions};
+use ringkv::runtime;
+
+#[derive(Parser)]
+#[command(name = "ringkv", version, about = "A Dynamo-style distributed key-value store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SyncArg {
+    /// Acknowledge after fdatasync (survives power loss)
+    Batch,
+    /// Acknowledge at once, fdatasync every --sync-period-ms
+    Periodic,
+    /// Never fdatasync (tests only)
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoutingArg {
+    /// Each key to its owning shard's port
+    Aware,
+    /// Everything to --port; the server forwards
+    Direct,
+    /// Each key to a shard that does not own it (measures the cross-core hop)
+    Forward,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: one shard per core, data under --data-dir
+    Server(ServerArgs),
+    /// Write a value
+    Put {
+        key: String,
+        value: String,
+        /// Context (hex) from an earlier get: the write supersedes what it saw
+        #[arg(long, default_value = "")]
+        context: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Read a key: every sibling and the context to write with (exit code 1 if absent)
+    Get {
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a key (a tombstone version)
+    Del {
+        key: String,
+        #[arg(long, default_value = "")]
+        context: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check that a node answers
+    Ping {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Closed-loop load: throughput and latency percentiles
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Client port; shard k also listens on port + 1 + k
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Shards (executors, one per core); default: the cores available
+    #[arg(long)]
+    shards: Option<usize>,
+    #[arg(long, value_enum, default_value = "batch")]
+    sync: SyncArg,
+    #[arg(long, default_value_t = 10)]
+    sync_period_ms: u64,
+    /// Do not pin shards to cores (for machines shared with other work, and tests)
+    #[arg(long)]
+    no_pin: bool,
+    #[arg(long)]
+    vnodes_per_shard: Option<usize>,
+    #[arg(long)]
+    key_bytes_max: Option<u32>,
+    #[arg(long)]
+    value_bytes_max: Option<u32>,
+    #[arg(long)]
+    frame_bytes_max: Option<u32>,
+    #[arg(long)]
+    commitlog_segment_bytes: Option<u64>,
+    /// Requests one shard works on at once before it stops reading its sockets
+    #[arg(long)]
+    shard_requests_max: Option<usize>,
+    /// io_uring registered memory per shard in bytes (default: sized from RLIMIT_MEMLOCK)
+    #[arg(long)]
+    io_memory: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    target: Target,
+    #[arg(long, default_value_t = 50)]
+    connections: usize,
+    /// Requests outstanding per connection
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Fraction of operations that are reads
+    #[arg(long, default_value_t = 0.5)]
+    read_ratio: f64,
+    /// Seconds to run
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Operations to run (instead of --duration)
+    #[arg(long)]
+    ops: Option<u64>,
+    #[arg(long, value_enum, default_value = "aware")]
+    routing: RoutingArg,
+    /// Client threads (executors)
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Write every key once before measuring
+    #[arg(long)]
+    prefill: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringkv: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let timeout = Duration::from_secs(10);
+    let connect = |t: &Target| BlockingClient::connect(&t.host, t.port, timeout);
+    match cli.command {
+        Command::Server(args) => serve(args),
+        Command::Put { key, value, context, target } => {
+            let context = hex_decode(&context)?;
+            let new = connect(&target)?.put(key.as_bytes(), value.as_bytes(), &context)?;
+            println!("OK context={}", hex_encode(&new));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Del { key, context, target } => {
+            let context = hex_decode(&context)?;
+            let new = connect(&target)?.delete(key.as_bytes(), &context)?;
+            println!("OK context={}", hex_encode(&new));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { key, target } => {
+            let result = connect(&target)?.get(key.as_bytes())?;
+            if result.values.is_empty() {
+                println!("(not found) context={}", hex_encode(&result.context));
+                return Ok(ExitCode::from(1));
+            }
+            if result.values.len() == 1 {
+                println!("{}", String::from_utf8_lossy(&result.values[0].value));
+            } else {
+                println!("{} siblings:", result.values.len());
+                for (i, v) in result.values.iter().enumerate() {
+                    println!("  {}) [{} µs] {}", i + 1, v.timestamp_us, String::from_utf8_lossy(&v.value));
+                }
+            }
+            println!("context={}", hex_encode(&result.context));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ping { target } => {
+            let started = std::time::Instant::now();
+            connect(&target)?.ping()?;
+            println!("PONG from {}:{} in {:?}", target.host, target.port, started.elapsed());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let defaults = ServerConfig::default();
+    let config = ServerConfig {
+        data_dir: args.data_dir,
+        host: args.host,
+        port: args.port,
+        shards: args.shards.unwrap_or(defaults.shards),
+        vnodes_per_shard: args.vnodes_per_shard.unwrap_or(defaults.vnodes_per_shard),
+        pin_cores: !args.no_pin,
+        sync: match args.sync {
+            SyncArg::Batch => SyncPolicy::Batch,
+            SyncArg::Periodic => SyncPolicy::Periodic { period_ms: args.sync_period_ms },
+            SyncArg::None => SyncPolicy::None,
+        },
+        commitlog_segment_bytes: args.commitlog_segment_bytes.unwrap_or(defaults.commitlog_segment_bytes),
+        key_bytes_max: args.key_bytes_max.unwrap_or(defaults.key_bytes_max),
+        value_bytes_max: args.value_bytes_max.unwrap_or(defaults.value_bytes_max),
+        frame_bytes_max: args.frame_bytes_max.unwrap_or(defaults.frame_bytes_max),
+        shard_requests_max: args.shard_requests_max.unwrap_or(defaults.shard_requests_max),
+        io_memory_bytes: args.io_memory.unwrap_or(defaults.io_memory_bytes),
+        ..defaults
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    runtime::block_shutdown_signals();
+    let node = runtime::start(config.clone())?;
+    println!(
+        "ringkv node {:016x} serving {}:{} with {} shards (shard ports {}..={}), data in {}, sync {:?}",
+        node.meta.node_id,
+        config.host,
+        config.port,
+        config.shards,
+        config.shard_port(0),
+        config.shard_port(config.shards - 1),
+        config.data_dir.display(),
+        config.sync
+    );
+    let signal = runtime::wait_for_shutdown_signal();
+    eprintln!("ringkv: signal {signal}: shutting down");
+    node.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        bail!("--read-ratio must be between 0 and 1");
+    }
+    if args.connections == 0 || args.pipeline == 0 || args.threads == 0 || args.keys == 0 {
+        bail!("--connections, --pipeline, --threads and --keys must be at least 1");
+    }
+    let options = BenchOptions {
+        host: args.target.host,
+        port: args.target.port,
+        connections: args.connections,
+        pipeline: args.pipeline,
+        keys: args.keys,
+        value_size: args.value_size,
+        read_ratio: args.read_ratio,
+        duration: match (args.duration, args.ops) {
+            (None, None) => Some(Duration::from_secs(10)),
+            (d, _) => d.map(Duration::from_secs_f64),
+        },
+        ops: args.ops,
+        routing: match args.routing {
+            RoutingArg::Aware => Routing::ShardAware,
+            RoutingArg::Direct => Routing::Direct,
+            RoutingArg::Forward => Routing::ForceForward,
+        },
+        threads: args.threads,
+        prefill: args.prefill,
+    };
+    let report = loadgen::run(&options).map_err(anyhow::Error::msg)?;
+    print!("{}", report.summary());
+    Ok(if report.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hex_decode(text: &str) -> anyhow::Result<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        bail!("context must be hex with an even number of digits");
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).context("context must be hex"))
+        .collect()
+}

@@ -1,1 +1,175 @@
-//! (being written)
+//! Shard executors and the messages that cross between them.
+//!
+//! [`start`] runs the start-up checks, loads the node's identity, then starts one glommio
+//! `LocalExecutor` per shard (pinned to a core unless told otherwise). Shards share
+//! nothing mutable: each gets an immutable [`ShardMap`] (`Arc`, read-only) and a sender
+//! to every other shard's inbox. A request for a key another shard owns crosses as a
+//! [`ShardMsg::Forward`] and its encoded response comes back on the reply channel.
+
+pub mod checks;
+pub mod outbox;
+
+use std::sync::{mpsc, Arc};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::config::ServerConfig;
+use crate::error::StartupError;
+use crate::protocol::Request;
+use crate::ring::{even_shard_tokens, ShardMap};
+use crate::storage::node_meta::NodeMeta;
+
+/// A message to a shard's inbox.
+pub enum ShardMsg {
+    /// A request whose key this shard owns, received by another shard. The owner encodes
+    /// the whole response frame and sends it back on `reply`.
+    Forward {
+        request_id: u32,
+        opcode: u8,
+        request: Request,
+        reply: flume::Sender<Vec<u8>>,
+    },
+    /// Stop serving, make the commit log durable, and end the executor.
+    Shutdown,
+}
+
+/// What a shard needs to start; moved into its executor thread.
+pub struct ShardSetup {
+    pub shard: usize,
+    pub config: ServerConfig,
+    pub meta: NodeMeta,
+    pub shard_map: Arc<ShardMap>,
+    pub inbox: flume::Receiver<ShardMsg>,
+    pub peers: Vec<flume::Sender<ShardMsg>>,
+    /// Told once the shard serves (or why it could not start).
+    pub ready: mpsc::Sender<Result<(), StartupError>>,
+}
+
+/// A running node: its shard threads and their inboxes.
+pub struct RunningNode {
+    pub meta: NodeMeta,
+    pub shard_map: Arc<ShardMap>,
+    inboxes: Vec<flume::Sender<ShardMsg>>,
+    threads: Vec<ExecutorJoinHandle<()>>,
+    _lock: std::fs::File,
+}
+
+/// Checks the machine, then starts every shard and waits until all of them serve.
+pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
+    assert!(config.shards > 0 && config.shards < 1024, "shard count out of range");
+    checks::check_io_uring()?;
+    let memlock = checks::raise_memlock()?;
+    let io_memory = checks::size_io_memory(memlock, config.shards, config.io_memory_bytes)?;
+    checks::check_data_dir(&config.data_dir)?;
+    let lock = checks::lock_data_dir(&config.data_dir)?;
+    let mut ports = vec![config.port];
+    ports.extend((0..config.shards).map(|s| config.shard_port(s)));
+    checks::check_ports_free(&config.host, &ports)?;
+    let meta = NodeMeta::load_or_create(
+        &config.data_dir,
+        config.shards as u16,
+        config.vnodes_per_shard as u16,
+    )?;
+    let shard_map = Arc::new(ShardMap::new(even_shard_tokens(
+        meta.shards,
+        meta.vnodes_per_shard,
+        meta.token_offset,
+    )));
+
+    let channels: Vec<_> = (0..config.shards)
+        .map(|_| flume::bounded(config.shard_queue_max))
+        .collect();
+    let senders: Vec<_> = channels.iter().map(|(tx, _)| tx.clone()).collect();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for (shard, (_, inbox)) in channels.into_iter().enumerate() {
+        let setup = ShardSetup {
+            shard,
+            config: config.clone(),
+            meta,
+            shard_map: shard_map.clone(),
+            inbox,
+            peers: senders.clone(),
+            ready: ready_tx.clone(),
+        };
+        let placement = if config.pin_cores {
+            Placement::Fixed(shard % num_cpus())
+        } else {
+            Placement::Unbound
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{shard}"))
+            .io_memory(io_memory)
+            .spawn(move || crate::server::run_shard(setup))
+            .map_err(|e| {
+                StartupError::Environment(format!("starting shard {shard}'s executor: {e}"))
+            })?;
+        threads.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..config.shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                for tx in &senders {
+                    let _ = tx.send(ShardMsg::Shutdown);
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                return Err(StartupError::Environment(
+                    "a shard ended before it started serving".into(),
+                ))
+            }
+        }
+    }
+    Ok(RunningNode {
+        meta,
+        shard_map,
+        inboxes: senders,
+        threads,
+        _lock: lock,
+    })
+}
+
+impl RunningNode {
+    /// Asks every shard to stop (commit logs made durable first) and waits for them.
+    pub fn shutdown(self) {
+        for tx in &self.inboxes {
+            let _ = tx.send(ShardMsg::Shutdown);
+        }
+        for (shard, thread) in self.threads.into_iter().enumerate() {
+            if let Err(e) = thread.join() {
+                eprintln!("ringkv: shard {shard} executor ended with: {e}");
+            }
+        }
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and every thread it starts afterwards), so
+/// that [`wait_for_shutdown_signal`] can receive them. Call before [`start`].
+pub fn block_shutdown_signals() {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for SIGINT or SIGTERM; returns the signal number.
+pub fn wait_for_shutdown_signal() -> i32 {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let mut signal = 0;
+        libc::sigwait(&set, &mut signal);
+        signal
+    }
+}

@@ -1,1 +1,159 @@
-//! (being written)
+//! The server side of a node: per-shard listeners, connections, and request dispatch.
+//!
+//! Every shard accepts on the shared client port (SO_REUSEPORT spreads connections over
+//! the shards) and on its own port for shard-aware clients. A connection's reader parses
+//! frames and dispatches each request ([`dispatch`]); requests for keys another shard
+//! owns are forwarded over the cross-shard channel; responses go back through the
+//! connection's [`Outbox`](crate::runtime::outbox::Outbox), possibly out of order.
+
+pub mod connection;
+pub mod dispatch;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::net::TcpListener;
+use glommio::sync::Semaphore;
+use glommio::{Latency, Shares};
+
+use crate::config::ServerConfig;
+use crate::error::StartupError;
+use crate::protocol::Limits;
+use crate::ring::ShardMap;
+use crate::runtime::{ShardMsg, ShardSetup};
+use crate::storage::{Engine, EngineConfig};
+
+/// Everything one shard serves with. Owned by the shard's executor (`Rc`), never shared
+/// with another thread.
+pub struct Shard {
+    pub id: usize,
+    pub node_id: u64,
+    pub engine: Engine,
+    /// Which shard owns which token (immutable, shared read-only by every shard).
+    pub shard_map: Arc<ShardMap>,
+    /// The port of each shard, for the SHARD_MAP answer.
+    pub shard_ports: Vec<u16>,
+    /// Inboxes of every shard (this one included), indexed by shard.
+    pub peers: Vec<flume::Sender<ShardMsg>>,
+    pub limits: Limits,
+    /// Bounds the requests this shard works on at once; when none is left, readers stop
+    /// reading their sockets (back-pressure instead of unbounded buffering).
+    pub permits: Rc<Semaphore>,
+    pub connection_requests_max: usize,
+}
+
+/// The body of a shard's executor: open storage, bind, report ready, serve until told
+/// to stop.
+pub async fn run_shard(setup: ShardSetup) {
+    let ShardSetup {
+        shard: id,
+        config,
+        meta,
+        shard_map,
+        inbox,
+        peers,
+        ready,
+    } = setup;
+    let background = glommio::executor().create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "commitlog",
+    );
+    let engine = match Engine::open(engine_config(&config, id, meta.node_id), background).await {
+        Ok(engine) => engine,
+        Err(source) => {
+            let _ = ready.send(Err(StartupError::Shard { shard: id, source }));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        node_id: meta.node_id,
+        engine,
+        shard_map,
+        shard_ports: (0..config.shards).map(|s| config.shard_port(s)).collect(),
+        peers,
+        limits: config.limits(),
+        permits: Rc::new(Semaphore::new(config.shard_requests_max as u64)),
+        connection_requests_max: config.connection_requests_max,
+    });
+    let mut listeners = Vec::new();
+    for port in [config.port, config.shard_port(id)] {
+        match TcpListener::bind((config.host.as_str(), port)) {
+            Ok(listener) => listeners.push(listener),
+            Err(e) => {
+                let _ = ready.send(Err(StartupError::Environment(format!(
+                    "shard {id}: bind {}:{port}: {e}",
+                    config.host
+                ))));
+                return;
+            }
+        }
+    }
+    for listener in listeners {
+        glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
+    }
+    let _ = ready.send(Ok(()));
+    serve_inbox(&shard, inbox).await;
+    if let Err(e) = shard.engine.close().await {
+        eprintln!("ringkv: shard {id}: closing the commit log: {e}");
+    }
+}
+
+fn engine_config(config: &ServerConfig, shard: usize, node_id: u64) -> EngineConfig {
+    EngineConfig {
+        dir: config.data_dir.join(format!("shard-{shard:03}")),
+        node_id,
+        sync: config.sync,
+        segment_bytes: config.commitlog_segment_bytes,
+        buffer_bytes_max: config.commitlog_buffer_bytes_max,
+        // A key, a value, their versions and framing; siblings may add a few values.
+        record_bytes_max: config.key_bytes_max + 8 * config.value_bytes_max + (64 << 10),
+        siblings_max: config.siblings_max,
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: say so, back off, keep serving.
+                eprintln!("ringkv: shard {}: accept: {e}", shard.id);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Serves requests forwarded by other shards until told to shut down.
+async fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
+    while let Ok(message) = inbox.recv_async().await {
+        match message {
+            ShardMsg::Forward {
+                request_id,
+                opcode,
+                request,
+                reply,
+            } => {
+                if shard.permits.acquire(1).await.is_err() {
+                    return;
+                }
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let mut frame = Vec::new();
+                    dispatch::execute_local(&shard, request_id, opcode, request, &mut frame)
+                        .await;
+                    shard.permits.signal(1);
+                    let _ = reply.send_async(frame).await;
+                })
+                .detach();
+            }
+            ShardMsg::Shutdown => return,
+        }
+    }
+}

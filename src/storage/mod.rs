@@ -1,2 +1,51 @@
-//! (being written)
+//! Per-shard storage: the engine, its memtable and its commit log.
+//!
+//! Each shard owns one [`Engine`] and nothing else touches it: no locks, no sharing
+//! across cores. A write is read-merge-write of the key's version set (DESIGN.md §4),
+//! made durable in the shard's commit log before it is acknowledged (under `batch`
+//! sync). SSTables plug in below the memtable in the next step (issue 3): the read path
+//! already goes through [`Engine::read`], the only place that needs to learn about them.
+
 pub mod commitlog;
+pub mod engine;
+pub mod keylock;
+pub mod memtable;
+pub mod node_meta;
+
+use std::path::PathBuf;
+
+pub use engine::{Engine, EngineConfig};
+pub use memtable::Memtable;
+
+use crate::protocol::Status;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Log(#[from] commitlog::LogError),
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "the key would have {count} siblings, over the limit of {max}: read it and write \
+         with the context you got, which resolves them"
+    )]
+    TooManySiblings { count: usize, max: usize },
+    #[error("the key's versions cannot be stored: {0}")]
+    Version(#[from] crate::version::VersionError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    pub fn status(&self) -> Status {
+        match self {
+            StorageError::TooManySiblings { .. } | StorageError::Version(_) => Status::TooLarge,
+            _ => Status::Internal,
+        }
+    }
+}

@@ -1,1 +1,160 @@
-//! (being written)
+//! Versions of one key: dotted version vector sets (DVVSet), and their byte encodings.
+//!
+//! Owns the causal bookkeeping of a key — which versions supersede which, which are
+//! siblings — and two formats: the stored/replicated [`VersionSet`] and the client's
+//! opaque [`Context`]. Never touches I/O, clocks, the ring or membership: callers pass in
+//! the coordinating node's id and the wall-clock timestamp, and get values back.
+//!
+//! # What a DVVSet is
+//!
+//! Almeida, Baquero et al., "Scalable and Accurate Causality Tracking for Eventually
+//! Consistent Stores" (2014), as shipped in Riak's `dvvset.erl`. Every write is an
+//! *event* named by a *dot* `(node, n)`: the `n`-th write that `node` coordinated for
+//! this key. A key's set is a list of entries sorted by node id:
+//!
+//! ```text
+//! (node, counter, values)    values = [value of (node, counter), value of (node, counter-1), ...]
+//! ```
+//!
+//! The entry says two things. The set has *seen* dots `(node, 1..=counter)` (this half,
+//! over all entries, is an ordinary version vector: [`VersionSet::context`]). And it
+//! still *holds* the values of the newest `values.len()` of them; the older ones, up to
+//! the entry's *floor* `counter - values.len()`, were superseded by a write whose
+//! context covered them. Values of one node are always a contiguous newest run, because a
+//! context is a version vector: covering `(i, k)` covers every `(i, j <= k)`.
+//!
+//! Compared with one version vector per sibling, this needs one dot per value and one
+//! counter per node, and it stays accurate when one coordinator serves many clients:
+//! two clients writing through the same node without seeing each other's write get two
+//! dots and stay siblings, instead of one clobbering the other (the lost update that
+//! per-server vector clocks cause).
+//!
+//! *Anonymous values* are values that carry a context but no dot yet. They exist inside
+//! [`VersionSet::coordinate`] only (every set it returns has none); the format and
+//! [`VersionSet::sync`] still handle them so that a decoded set is never misread.
+//!
+//! # The rule every caller must keep: dots are unique
+//!
+//! A dot names one value forever. Only `node` mints dots `(node, _)`, in
+//! [`VersionSet::coordinate`], from the counter of the set passed as `stored`; so
+//! `stored` must be the coordinating node's own, durable replica of the key (never an
+//! empty stand-in, never another node's copy). Node ids are random per data directory
+//! (DESIGN.md §5), so a wiped disk never reuses counters. Everything below (the merge
+//! laws included) assumes this.
+//!
+//! # The context is opaque
+//!
+//! A read returns the encoded version vector of what it saw ([`Context::encode`]); the
+//! client sends the same bytes back with its write, and the write supersedes exactly
+//! the versions the context covers. Clients never parse it: it carries a format byte so
+//! the server may change it, it holds no values (16 bytes per node, whatever the value
+//! sizes), and a client in any language only has to copy bytes. The server treats it as
+//! untrusted input: [`Context::decode`] checks order, lengths and counter range
+//! ([`CONTEXT_COUNTER_MAX`], so no client can push a key's counter near overflow).
+//!
+//! # Decision: a write without context is concurrent with what is stored
+//!
+//! An empty context (zero bytes) covers nothing, so the new value becomes a sibling of
+//! every stored value rather than overwriting them. The alternative — a blind write
+//! replaces everything — silently loses whatever the writer never saw, which DESIGN.md
+//! §1 forbids. A client that means to overwrite reads first (or the cluster runs
+//! last-write-wins over [`Versioned::timestamp_us`]). The cost: blind writes pile up
+//! siblings, so the layer above must bound them ([`VersionSet::check_limits`]).
+//!
+//! # Files
+//!
+//! - `dvvset.rs`: [`VersionSet`], the write ([`VersionSet::coordinate`]), the merge
+//!   ([`VersionSet::sync`], with its laws) and the comparisons.
+//! - `context.rs`: [`Context`] and its format.
+//! - `codec.rs`: the byte layout of a [`VersionSet`] (drawn there) and its decoder.
+
+mod codec;
+mod context;
+mod dvvset;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+
+pub use codec::{COUNTER_MAX, COUNT_MAX, VALUE_BYTES_MAX};
+pub use context::{Context, CONTEXT_COUNTER_MAX, CONTEXT_FORMAT};
+pub use dvvset::{Causality, VersionSet};
+
+/// A node's identity in dots: random, created on the node's first start and kept in its
+/// data directory (DESIGN.md §5).
+pub type NodeId = u64;
+
+/// One version of a key's value.
+///
+/// The derived order (timestamp, then bytes) exists only to keep anonymous values in a
+/// canonical order; it says nothing about causality.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Versioned {
+    /// Coordinator's wall clock when the write was made (microseconds since the Unix
+    /// epoch): for last-write-wins and for display, never for causality.
+    pub timestamp_us: u64,
+    /// The value; `None` is a tombstone (a delete is a version too, so that it can
+    /// supersede and be superseded like any write).
+    pub value: Option<Bytes>,
+}
+
+impl Versioned {
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// Why a context or version set could not be decoded or encoded. Every message says
+/// which field was wrong and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    #[error("{what} truncated at byte {offset}: needs {needed} bytes, {available} left")]
+    Truncated {
+        what: &'static str,
+        offset: usize,
+        needed: usize,
+        available: usize,
+    },
+    #[error("context format {found} is unknown (this server reads format {CONTEXT_FORMAT})")]
+    UnknownContextFormat { found: u8 },
+    #[error("{what}: node ids must increase strictly, but node {next} follows node {prev}")]
+    NodesOutOfOrder {
+        what: &'static str,
+        prev: NodeId,
+        next: NodeId,
+    },
+    #[error("{what}: node {node} has counter {counter}, outside 1..={max}")]
+    CounterOutOfRange {
+        what: &'static str,
+        node: NodeId,
+        counter: u64,
+        max: u64,
+    },
+    #[error(
+        "version set: node {node} holds {value_count} values but has seen only {counter} events"
+    )]
+    MoreValuesThanEvents {
+        node: NodeId,
+        counter: u64,
+        value_count: u16,
+    },
+    #[error(
+        "version set: value kind {kind} at byte {offset} is unknown (0 = tombstone, 1 = value)"
+    )]
+    UnknownValueKind { kind: u8, offset: usize },
+    #[error(
+        "version set: anonymous value {index} is out of canonical order (sorted, no duplicates)"
+    )]
+    AnonymousOutOfOrder { index: usize },
+    #[error("context: {extra} bytes follow the last entry")]
+    TrailingBytes { extra: usize },
+    #[error("version set too large to encode: {what} is {count}, the format allows {max}")]
+    TooLarge {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+}

@@ -1,0 +1,317 @@
+//! Client requests: the consistency byte, the request bodies, and their codec.
+//!
+//! ```text
+//! PING       (empty)
+//! GET        consistency u8 | key_len u16 | key
+//! PUT        consistency u8 | key_len u16 | key | context_len u16 | context | value_len u32 | value
+//! DELETE     consistency u8 | key_len u16 | key | context_len u16 | context
+//! SHARD_MAP  (empty)
+//! ```
+
+use bytes::Bytes;
+
+use super::codec::{check_context_len, put_bytes_u16, put_bytes_u32, put_context, Reader};
+use super::frame::{begin_frame, finish_frame};
+use super::{opcode, FrameHeader, Limits, RequestError};
+
+/// How many replicas must answer a read or acknowledge a write (R or W).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Consistency {
+    /// Whatever the server is configured with. Wire `0x00`.
+    Default,
+    /// One replica. Wire `0x01`.
+    One,
+    /// A majority of the N replicas. Wire `0x02`.
+    Quorum,
+    /// All N replicas. Wire `0x03`.
+    All,
+    /// Exactly this many replicas, 1..=127. Wire `0x80 | n`.
+    Count(u8),
+}
+
+/// Bit that marks an explicit replica count in the consistency byte.
+const CONSISTENCY_COUNT_BIT: u8 = 0x80;
+
+impl Consistency {
+    /// Largest explicit replica count the byte can carry.
+    pub const COUNT_MAX: u8 = 0x7F;
+
+    /// Parses the consistency byte; reserved values are BadRequest.
+    pub fn from_u8(byte: u8) -> Result<Consistency, RequestError> {
+        match byte {
+            0 => Ok(Consistency::Default),
+            1 => Ok(Consistency::One),
+            2 => Ok(Consistency::Quorum),
+            3 => Ok(Consistency::All),
+            CONSISTENCY_COUNT_BIT => Err(RequestError::bad_request(
+                "consistency 0x80 asks for 0 replicas; counts are 1..=127",
+            )),
+            count if count & CONSISTENCY_COUNT_BIT != 0 => {
+                Ok(Consistency::Count(count & !CONSISTENCY_COUNT_BIT))
+            }
+            other => Err(RequestError::bad_request(format!(
+                "unknown consistency 0x{other:02x}; expected 0..=3 or 0x80|n with n in 1..=127"
+            ))),
+        }
+    }
+
+    /// The wire byte. Panics on `Count(0)` or a count over 127, which no byte can
+    /// carry: check user input with [`Request::validate`] first.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Consistency::Default => 0,
+            Consistency::One => 1,
+            Consistency::Quorum => 2,
+            Consistency::All => 3,
+            Consistency::Count(count) => {
+                assert!(
+                    Consistency::count_fits(count),
+                    "replica count {count} is not in 1..=127"
+                );
+                CONSISTENCY_COUNT_BIT | count
+            }
+        }
+    }
+
+    fn count_fits(count: u8) -> bool {
+        (1..=Consistency::COUNT_MAX).contains(&count)
+    }
+}
+
+/// A decoded client request. Keys, contexts and values are zero-copy slices of the
+/// frame body they were decoded from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Ping,
+    Get {
+        consistency: Consistency,
+        key: Bytes,
+    },
+    Put {
+        consistency: Consistency,
+        key: Bytes,
+        /// Opaque causal context from an earlier read; empty = concurrent with all.
+        context: Bytes,
+        value: Bytes,
+    },
+    Delete {
+        consistency: Consistency,
+        key: Bytes,
+        /// Opaque causal context from an earlier read; empty = concurrent with all.
+        context: Bytes,
+    },
+    ShardMap,
+}
+
+impl Request {
+    /// The opcode this request is sent with.
+    pub fn opcode(&self) -> u8 {
+        match self {
+            Request::Ping => opcode::PING,
+            Request::Get { .. } => opcode::GET,
+            Request::Put { .. } => opcode::PUT,
+            Request::Delete { .. } => opcode::DELETE,
+            Request::ShardMap => opcode::SHARD_MAP,
+        }
+    }
+
+    /// Runs the checks a server would run on this request, so a client can refuse
+    /// bad input before [`encode_request`] (which panics on unencodable fields).
+    pub fn validate(&self, limits: &Limits) -> Result<(), RequestError> {
+        match self {
+            Request::Ping | Request::ShardMap => Ok(()),
+            Request::Get { consistency, key } => {
+                check_consistency(*consistency)?;
+                check_key_len(key.len(), limits)
+            }
+            Request::Put {
+                consistency,
+                key,
+                context,
+                value,
+            } => {
+                check_consistency(*consistency)?;
+                check_key_len(key.len(), limits)?;
+                check_context_len(context.len())?;
+                check_value_len(value.len(), limits)
+            }
+            Request::Delete {
+                consistency,
+                key,
+                context,
+            } => {
+                check_consistency(*consistency)?;
+                check_key_len(key.len(), limits)?;
+                check_context_len(context.len())
+            }
+        }
+    }
+}
+
+fn check_consistency(consistency: Consistency) -> Result<(), RequestError> {
+    match consistency {
+        Consistency::Count(count) if !Consistency::count_fits(count) => Err(
+            RequestError::bad_request(format!("replica count {count} is not in 1..=127")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn check_key_len(len: usize, limits: &Limits) -> Result<(), RequestError> {
+    if len == 0 {
+        return Err(RequestError::bad_request(format!(
+            "empty key; keys are 1..={} bytes",
+            limits.key_bytes_max
+        )));
+    }
+    if len > limits.key_bytes_max as usize {
+        return Err(RequestError::too_large(format!(
+            "key is {len} bytes, limit {}",
+            limits.key_bytes_max
+        )));
+    }
+    Ok(())
+}
+
+fn check_value_len(len: usize, limits: &Limits) -> Result<(), RequestError> {
+    if len > limits.value_bytes_max as usize {
+        return Err(RequestError::too_large(format!(
+            "value is {len} bytes, limit {}",
+            limits.value_bytes_max
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes the body of a request frame. `body` must be the `header.body_len` bytes
+/// that followed `header`. Never panics; every failure names what was wrong.
+pub fn decode_request(
+    header: &FrameHeader,
+    body: Bytes,
+    limits: &Limits,
+) -> Result<Request, RequestError> {
+    check_request_frame(header, &body, limits)?;
+    let mut reader = Reader::new(body);
+    let request = match header.opcode {
+        opcode::PING => Request::Ping,
+        opcode::GET => {
+            let consistency = read_consistency(&mut reader)?;
+            let key = read_key(&mut reader, limits)?;
+            Request::Get { consistency, key }
+        }
+        opcode::PUT => {
+            let consistency = read_consistency(&mut reader)?;
+            let key = read_key(&mut reader, limits)?;
+            let context = reader.context()?;
+            let value = read_value(&mut reader, limits)?;
+            Request::Put {
+                consistency,
+                key,
+                context,
+                value,
+            }
+        }
+        opcode::DELETE => {
+            let consistency = read_consistency(&mut reader)?;
+            let key = read_key(&mut reader, limits)?;
+            let context = reader.context()?;
+            Request::Delete {
+                consistency,
+                key,
+                context,
+            }
+        }
+        opcode::SHARD_MAP => Request::ShardMap,
+        other => {
+            return Err(RequestError::bad_request(format!(
+                "unknown opcode 0x{other:02x}"
+            )))
+        }
+    };
+    reader.finish()?;
+    Ok(request)
+}
+
+fn check_request_frame(
+    header: &FrameHeader,
+    body: &Bytes,
+    limits: &Limits,
+) -> Result<(), RequestError> {
+    if header.flags != 0 {
+        return Err(RequestError::bad_request(format!(
+            "flags 0x{:02x}; protocol v1 requires 0",
+            header.flags
+        )));
+    }
+    if body.len() as u64 != u64::from(header.body_len) {
+        return Err(RequestError::bad_request(format!(
+            "body is {} bytes, header says {}",
+            body.len(),
+            header.body_len
+        )));
+    }
+    limits.check_body_len(header.body_len).map_err(|status| {
+        RequestError::new(
+            status,
+            format!(
+                "frame body is {} bytes, limit {}",
+                header.body_len, limits.frame_bytes_max
+            ),
+        )
+    })
+}
+
+fn read_consistency(reader: &mut Reader) -> Result<Consistency, RequestError> {
+    Consistency::from_u8(reader.u8("consistency")?)
+}
+
+fn read_key(reader: &mut Reader, limits: &Limits) -> Result<Bytes, RequestError> {
+    let len = usize::from(reader.u16("key_len")?);
+    check_key_len(len, limits)?;
+    reader.bytes(len, "key")
+}
+
+fn read_value(reader: &mut Reader, limits: &Limits) -> Result<Bytes, RequestError> {
+    let len = reader.u32("value_len")? as usize;
+    check_value_len(len, limits)?;
+    reader.bytes(len, "value")
+}
+
+/// Appends one whole request frame to `buf`. Panics if a field cannot be encoded
+/// (key over 65535 bytes, context over 4096, `Count(0)`): run
+/// [`Request::validate`] on user input first.
+pub fn encode_request(request: &Request, request_id: u32, buf: &mut Vec<u8>) {
+    let start = begin_frame(request.opcode(), request_id, buf);
+    match request {
+        Request::Ping | Request::ShardMap => {}
+        Request::Get { consistency, key } => {
+            buf.push(consistency.to_u8());
+            put_bytes_u16(buf, key, "key");
+        }
+        Request::Put {
+            consistency,
+            key,
+            context,
+            value,
+        } => {
+            buf.push(consistency.to_u8());
+            put_bytes_u16(buf, key, "key");
+            put_context(buf, context);
+            put_bytes_u32(buf, value, "value");
+        }
+        Request::Delete {
+            consistency,
+            key,
+            context,
+        } => {
+            buf.push(consistency.to_u8());
+            put_bytes_u16(buf, key, "key");
+            put_context(buf, context);
+        }
+    }
+    finish_frame(start, buf);
+}
+
+#[cfg(test)]
+#[path = "message_tests.rs"]
+mod tests;

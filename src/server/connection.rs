@@ -1,0 +1,234 @@
+//! One client connection: a reader that parses and dispatches frames, a writer that
+//! sends responses in batches.
+//!
+//! The socket is split by duplicating its descriptor (glommio's `TcpStream` has no
+//! split): the reader owns one handle, the writer task the other, and they meet only
+//! in the connection's [`Outbox`]. Limits: a connection has at most
+//! `connection_requests_max` requests whose responses are not yet written, and the
+//! shard at most `shard_requests_max` requests in progress; past either, the reader
+//! stops reading its socket. A frame whose header is not ringkv's gets an error frame
+//! and the connection is closed; a body over the frame limit is refused (TooLarge)
+//! and skipped without being buffered.
+
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+
+use crate::protocol::{decode_request, encode_error_response, opcode, FrameHeader, Status, HEADER_LEN};
+use crate::runtime::outbox::Outbox;
+
+use super::dispatch::{self, Route};
+use super::Shard;
+
+/// Bytes asked of the socket per read when no bigger frame is pending.
+const READ_CHUNK_BYTES: usize = 16 << 10;
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let write_half = match dup_stream(&stream) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringkv: shard {}: dup of a client socket: {e}", shard.id);
+            return;
+        }
+    };
+    let outbox = Rc::new(Outbox::default());
+    let in_flight = Rc::new(Semaphore::new(shard.connection_requests_max as u64));
+    let writer = glommio::spawn_local(write_loop(write_half, outbox.clone(), in_flight.clone()));
+    let mut reader = Reader {
+        shard,
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        outbox: outbox.clone(),
+        in_flight,
+    };
+    let close_now = reader.run().await;
+    if close_now {
+        // Let the error frame out, then close: the stream can no longer be parsed.
+        outbox.finish();
+        writer.await;
+        let _ = reader.stream.shutdown(std::net::Shutdown::Both).await;
+    } else {
+        outbox.finish();
+        writer.await;
+    }
+}
+
+fn dup_stream(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+async fn write_loop(mut stream: TcpStream, outbox: Rc<Outbox>, in_flight: Rc<Semaphore>) {
+    while let Some((buf, frames)) = outbox.take().await {
+        if stream.write_all(&buf).await.is_err() {
+            outbox.abort();
+            in_flight.close();
+            return;
+        }
+        outbox.recycle(buf);
+        in_flight.signal(frames as u64);
+    }
+    let _ = stream.flush().await;
+}
+
+struct Reader {
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    /// Received bytes not yet parsed into frames.
+    buf: BytesMut,
+    outbox: Rc<Outbox>,
+    /// Requests of this connection whose responses are not written yet.
+    in_flight: Rc<Semaphore>,
+}
+
+impl Reader {
+    /// Reads and dispatches frames until the peer closes (false) or the framing breaks
+    /// (true: close the connection after the error frame).
+    async fn run(&mut self) -> bool {
+        loop {
+            while self.buf.len() >= HEADER_LEN {
+                match self.next_frame().await {
+                    Step::Dispatched => {}
+                    Step::NeedBytes(n) => {
+                        self.buf.reserve(n);
+                        break;
+                    }
+                    Step::Skip(n) => {
+                        if !self.skip(n).await {
+                            return false;
+                        }
+                    }
+                    Step::Close => return true,
+                    Step::Stop => return false,
+                }
+            }
+            if !self.fill().await {
+                return false;
+            }
+        }
+    }
+
+    /// Reads more bytes; false on end of stream or error.
+    async fn fill(&mut self) -> bool {
+        let start = self.buf.len();
+        let want = (self.buf.capacity() - start).max(READ_CHUNK_BYTES);
+        self.buf.resize(start + want, 0);
+        let result = self.stream.read(&mut self.buf[start..]).await;
+        let n = result.unwrap_or(0);
+        self.buf.truncate(start + n);
+        n > 0
+    }
+
+    /// Discards the body of a refused frame without buffering it; false if the stream
+    /// ended first.
+    async fn skip(&mut self, mut remaining: usize) -> bool {
+        loop {
+            let here = remaining.min(self.buf.len());
+            let _ = self.buf.split_to(here);
+            remaining -= here;
+            if remaining == 0 {
+                return true;
+            }
+            self.buf.clear();
+            if !self.fill().await {
+                return false;
+            }
+        }
+    }
+
+    async fn next_frame(&mut self) -> Step {
+        let header_bytes: [u8; HEADER_LEN] = self.buf[..HEADER_LEN].try_into().unwrap();
+        let header = match FrameHeader::decode(&header_bytes) {
+            Ok(header) => header,
+            Err(e) => {
+                let request_id = FrameHeader::request_id_unchecked(&header_bytes);
+                let message = format!("not a ringkv frame: {e}; closing the connection");
+                self.outbox.push(false, |out| {
+                    encode_error_response(opcode::UNPARSED, request_id, Status::BadRequest, &message, out)
+                });
+                return Step::Close;
+            }
+        };
+        // Wait for room before taking the request: this is what stops the reading.
+        if self.in_flight.acquire(1).await.is_err() {
+            return Step::Stop;
+        }
+        if let Err(status) = self.shard.limits.check_body_len(header.body_len) {
+            let message = format!(
+                "frame body of {} bytes is over the limit of {} bytes",
+                header.body_len, self.shard.limits.frame_bytes_max
+            );
+            self.outbox.push(false, |out| {
+                encode_error_response(header.opcode, header.request_id, status, &message, out)
+            });
+            let _ = self.buf.split_to(HEADER_LEN);
+            return Step::Skip(header.body_len as usize);
+        }
+        let frame_len = HEADER_LEN + header.body_len as usize;
+        if self.buf.len() < frame_len {
+            self.in_flight.signal(1);
+            return Step::NeedBytes(frame_len - self.buf.len());
+        }
+        let mut frame = self.buf.split_to(frame_len).freeze();
+        let body = frame.split_off(HEADER_LEN);
+        match decode_request(&header, body, &self.shard.limits) {
+            Ok(request) => self.dispatch(header.request_id, header.opcode, request).await,
+            Err(e) => self.outbox.push(false, |out| {
+                encode_error_response(header.opcode, header.request_id, e.status, &e.message, out)
+            }),
+        }
+        Step::Dispatched
+    }
+
+    async fn dispatch(&mut self, request_id: u32, opcode: u8, request: crate::protocol::Request) {
+        let shard = &self.shard;
+        if shard.permits.acquire(1).await.is_err() {
+            return;
+        }
+        let route = dispatch::route(shard, &request);
+        if route == Route::Here && dispatch::answers_at_once(&request) {
+            self.outbox.push(false, |out| {
+                dispatch::answer_at_once(shard, request_id, opcode, &request, out)
+            });
+            shard.permits.signal(1);
+            return;
+        }
+        self.outbox.promise();
+        let (shard, outbox) = (self.shard.clone(), self.outbox.clone());
+        glommio::spawn_local(async move {
+            let frame = match route {
+                Route::Here => {
+                    let mut frame = Vec::new();
+                    dispatch::execute_local(&shard, request_id, opcode, request, &mut frame).await;
+                    frame
+                }
+                Route::Shard(owner) => {
+                    dispatch::forward(&shard, owner, request_id, opcode, request).await
+                }
+            };
+            shard.permits.signal(1);
+            outbox.push_bytes(true, &frame);
+        })
+        .detach();
+    }
+}
+
+enum Step {
+    /// A frame was taken (answered, refused, or handed to a task).
+    Dispatched,
+    /// The next frame is incomplete: this many more bytes are needed.
+    NeedBytes(usize),
+    /// A refused body of this many bytes follows and must be discarded.
+    Skip(usize),
+    /// The framing is broken: close after the error frame.
+    Close,
+    /// The connection's writer has gone: stop.
+    Stop,
+}

@@ -1,0 +1,192 @@
+//! What a request does: decide where it runs, run it, encode its response.
+//!
+//! A request for a key is executed on the shard that owns the key's token; any other
+//! shard forwards it ([`forward`]). Requests that need no await — PING, SHARD_MAP and a
+//! GET on the owning shard — are answered inline by the connection's reader
+//! ([`answer_at_once`]); writes wait for the commit log and run as their own task.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::protocol::{
+    encode_error_response, encode_get_response, encode_response, Consistency, Request, Response,
+    ResponseBody, ShardMap as WireShardMap, Status,
+};
+use crate::runtime::ShardMsg;
+use crate::version::Context;
+
+use super::Shard;
+
+/// Where a request runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Here,
+    Shard(usize),
+}
+
+pub fn route(shard: &Shard, request: &Request) -> Route {
+    let key = match request {
+        Request::Get { key, .. } | Request::Put { key, .. } | Request::Delete { key, .. } => key,
+        Request::Ping | Request::ShardMap => return Route::Here,
+    };
+    let owner = *shard.shard_map.owner_of_key(key) as usize;
+    if owner == shard.id {
+        Route::Here
+    } else {
+        Route::Shard(owner)
+    }
+}
+
+/// Whether `request`, run on this shard, needs no await (so the reader answers it).
+pub fn answers_at_once(request: &Request) -> bool {
+    matches!(request, Request::Ping | Request::ShardMap | Request::Get { .. })
+}
+
+/// Answers a request for which [`answers_at_once`] holds.
+pub fn answer_at_once(
+    shard: &Shard,
+    request_id: u32,
+    opcode: u8,
+    request: &Request,
+    out: &mut Vec<u8>,
+) {
+    match request {
+        Request::Ping => {
+            encode_response(opcode, request_id, &Response::ok(ResponseBody::Empty), out);
+        }
+        Request::ShardMap => {
+            let map = WireShardMap {
+                node_id: shard.node_id,
+                ports: shard.shard_ports.clone(),
+                vnodes: shard.shard_map.vnodes().to_vec(),
+            };
+            encode_response(opcode, request_id, &Response::ok(ResponseBody::ShardMap(map)), out);
+        }
+        Request::Get { key, consistency } => match check_replicas(*consistency) {
+            Ok(()) => encode_get(shard, request_id, key, out),
+            Err(message) => {
+                encode_error_response(opcode, request_id, Status::Unavailable, &message, out)
+            }
+        },
+        Request::Put { .. } | Request::Delete { .. } => {
+            unreachable!("a write is never answered at once")
+        }
+    }
+}
+
+/// Runs `request` on this shard (which must own its key) and encodes the response.
+pub async fn execute_local(
+    shard: &Shard,
+    request_id: u32,
+    opcode: u8,
+    request: Request,
+    out: &mut Vec<u8>,
+) {
+    let (key, context, value, consistency) = match request {
+        Request::Put {
+            key,
+            value,
+            context,
+            consistency,
+        } => (key, context, Some(value), consistency),
+        Request::Delete {
+            key,
+            context,
+            consistency,
+        } => (key, context, None, consistency),
+        other => {
+            answer_at_once(shard, request_id, opcode, &other, out);
+            return;
+        }
+    };
+    if let Err(message) = check_replicas(consistency) {
+        encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+        return;
+    }
+    let context = match Context::decode(&context) {
+        Ok(context) => context,
+        Err(e) => {
+            let message = format!("context is not one ringkv gave out: {e}");
+            encode_error_response(opcode, request_id, Status::BadRequest, &message, out);
+            return;
+        }
+    };
+    match shard
+        .engine
+        .write(&key, &context, value.as_deref(), now_us())
+        .await
+    {
+        Ok(versions) => {
+            let body = ResponseBody::Written {
+                context: versions.context().encode().into(),
+            };
+            encode_response(opcode, request_id, &Response::ok(body), out);
+        }
+        Err(e) => {
+            let message = format!("shard {}: {e}", shard.id);
+            encode_error_response(opcode, request_id, e.status(), &message, out);
+        }
+    }
+}
+
+/// Sends `request` to the shard that owns its key and waits for the encoded response.
+pub async fn forward(
+    shard: &Shard,
+    owner: usize,
+    request_id: u32,
+    opcode: u8,
+    request: Request,
+) -> Vec<u8> {
+    let (reply, response) = flume::bounded(1);
+    let message = ShardMsg::Forward {
+        request_id,
+        opcode,
+        request,
+        reply,
+    };
+    if shard.peers[owner].send_async(message).await.is_ok() {
+        if let Ok(frame) = response.recv_async().await {
+            return frame;
+        }
+    }
+    let mut frame = Vec::new();
+    let message = format!("shard {owner}, which owns the key, is not running");
+    encode_error_response(opcode, request_id, Status::Unavailable, &message, &mut frame);
+    frame
+}
+
+fn encode_get(shard: &Shard, request_id: u32, key: &[u8], out: &mut Vec<u8>) {
+    shard.engine.read(key, |versions| {
+        let Some(versions) = versions else {
+            encode_get_response(request_id, Status::NotFound, &[], std::iter::empty(), out);
+            return;
+        };
+        let context = versions.context().encode();
+        let values: Vec<(u64, &[u8])> = versions
+            .values()
+            .filter_map(|v| v.value.as_deref().map(|bytes| (v.timestamp_us, bytes)))
+            .collect();
+        let status = if values.is_empty() {
+            Status::NotFound
+        } else {
+            Status::Ok
+        };
+        encode_get_response(request_id, status, &context, values.into_iter(), out);
+    });
+}
+
+/// A single node holds one replica of each key (N = 1): ONE, QUORUM and ALL all mean
+/// that replica; an explicit count above one cannot be met.
+fn check_replicas(consistency: Consistency) -> Result<(), String> {
+    match consistency {
+        Consistency::Count(n) if n > 1 => Err(format!(
+            "{n} replicas requested but this node keeps 1 (replication factor 1)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,644 @@
+//! The group-commit writer: one task per log that turns the queue into aligned writes.
+//!
+//! State shared between the handle and the writer lives in [`Core`] (one `Rc`, one
+//! `RefCell`, never borrowed across an await). Each turn of the writer's loop asks the
+//! pure [`decide`] what to do next and then does it: write a batch, roll to a new
+//! segment, run the periodic fdatasync, close, or wait for work.
+//!
+//! A batch is every queued record that fits in the active segment (and precedes a
+//! pending roll request). It becomes one buffer: the partly filled last block of the
+//! segment (kept in memory as `tail`), the records with their CRCs sealed for this
+//! segment, then zeros to the next block boundary. One `write_at`, then (in batch mode)
+//! one fdatasync, then every waiter of the batch is woken at once by raising the
+//! `synced` watermark. Appends that arrive meanwhile gather for the next batch.
+//!
+//! Any write, fdatasync, create or close error is fatal: the writer records
+//! [`LogError::Failed`], wakes everybody with it and stops. Nothing is retried.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use glommio::sync::Semaphore;
+
+use super::disk::{LogDisk, SegmentFile};
+use super::error::LogError;
+use super::record;
+use super::segment::{self, BLOCK_BYTES, DATA_OFFSET, HEADER_USED_BYTES};
+use super::{LogStats, SyncMode};
+
+/// Everything the handle and the writer share.
+pub(super) struct Core<D: LogDisk> {
+    pub disk: D,
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub record_bytes_max: u32,
+    pub sync: SyncMode,
+    pub state: RefCell<Shared>,
+    /// Units are queued bytes; `append` acquires, the writer signals once it has copied
+    /// records out of the queue. Bounds the queue to `buffer_bytes_max`.
+    pub space: Semaphore,
+}
+
+/// Mutable state shared by the handle and the writer.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Records waiting for the writer, encoded with a zero CRC (sealed at write time).
+    pub queue: Vec<u8>,
+    /// Encoded size of each queued record, oldest first.
+    pub queue_lens: VecDeque<usize>,
+    /// Ticket of the next append; the first is 1. The queue holds `written + 1 ..next_ticket`.
+    pub next_ticket: u64,
+    /// Every ticket up to this one is written to its segment.
+    pub written: u64,
+    /// Every ticket up to this one is covered by a successful fdatasync.
+    pub synced: u64,
+    /// Set once by the writer on a fatal error; every later call returns it.
+    pub failed: Option<LogError>,
+    /// `close` was called (or every handle dropped): accept nothing, drain, stop.
+    pub closing: bool,
+    /// The writer task has exited.
+    pub stopped: bool,
+    /// The writer, when it waits for work.
+    pub writer_waker: Option<Waker>,
+    /// Tasks in `durable` (batch mode): `(ticket, waker)`.
+    pub durable_waiters: Vec<(u64, Waker)>,
+    /// Tasks in `close` that did not own the writer task.
+    pub stop_waiters: Vec<Waker>,
+    /// Pending `roll` calls, oldest first.
+    pub rolls: VecDeque<RollRequest>,
+    /// The segment the writer appends to.
+    pub active_segment: u64,
+    /// Segment ids on disk, this session's and earlier ones.
+    pub segments: BTreeSet<u64>,
+    pub stats: LogStats,
+}
+
+/// A `roll` call: every ticket below `boundary` must land in a segment below the answer.
+pub(super) struct RollRequest {
+    pub boundary: u64,
+    pub slot: Rc<RollSlot>,
+}
+
+/// Where the writer leaves the answer to one `roll` call.
+#[derive(Default)]
+pub(super) struct RollSlot {
+    pub id: Cell<Option<u64>>,
+    pub waker: Cell<Option<Waker>>,
+}
+
+impl Shared {
+    /// `Ok` while the log takes new work.
+    pub fn check_accepting(&self) -> Result<(), LogError> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None if self.closing => Err(LogError::Closed),
+            None => Ok(()),
+        }
+    }
+
+    pub fn wake_writer(&mut self) {
+        if let Some(w) = self.writer_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.queue_lens.is_empty() || self.closing || !self.rolls.is_empty()
+    }
+}
+
+/// A fatal I/O error with its context.
+#[derive(Debug)]
+pub(super) struct Fault {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl Fault {
+    fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
+        Fault {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn into_failed(self) -> LogError {
+        LogError::Failed {
+            op: self.op,
+            path: self.path,
+            source: Arc::new(self.source),
+        }
+    }
+
+    pub fn into_io(self) -> LogError {
+        LogError::io(self.op, self.path, self.source)
+    }
+}
+
+/// The segment the writer appends to.
+pub(super) struct ActiveSegment<F> {
+    pub id: u64,
+    pub path: PathBuf,
+    pub file: F,
+    /// CRC seed of this segment's records.
+    seed: u32,
+    /// End of the data: where the next record goes.
+    pos: u64,
+    /// The bytes `align_down(pos)..pos`, rewritten in full by the next batch.
+    tail: Vec<u8>,
+    /// Records written to this segment.
+    records: u64,
+    /// When the oldest write not yet covered by an fdatasync was made.
+    dirty_since: Option<Instant>,
+}
+
+/// What [`decide`] needs to know about the active segment.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SegmentView {
+    pub pos: u64,
+    pub records: u64,
+    pub dirty_since: Option<Instant>,
+}
+
+impl<F> ActiveSegment<F> {
+    fn view(&self) -> SegmentView {
+        SegmentView {
+            pos: self.pos,
+            records: self.records,
+            dirty_since: self.dirty_since,
+        }
+    }
+}
+
+/// The writer's next move.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Write the oldest `records` queued records (`bytes` bytes) to the active segment.
+    Write { records: usize, bytes: usize },
+    /// Seal the active segment and start the next one.
+    Roll,
+    /// Roll requests are due, but the active segment holds no record: answer with its id.
+    AnswerRolls,
+    /// Periodic mode: the oldest unsynced write is a period old.
+    Sync,
+    /// Closing and nothing is queued: sync, close the file, stop.
+    Close,
+    /// Nothing to do until work arrives or `until` (the next periodic fdatasync).
+    Wait { until: Option<Instant> },
+}
+
+/// Chooses the writer's next move. Pure: no I/O, no clock but `now`.
+pub(super) fn decide(
+    st: &Shared,
+    seg: SegmentView,
+    segment_bytes: u64,
+    sync: SyncMode,
+    now: Instant,
+) -> Step {
+    let next = st.written + 1;
+    let boundary = st.rolls.front().map(|r| r.boundary);
+    if boundary.is_some_and(|b| b <= next) {
+        return if seg.records == 0 {
+            Step::AnswerRolls
+        } else {
+            Step::Roll
+        };
+    }
+    if !st.queue_lens.is_empty() {
+        let records_max = boundary.map_or(usize::MAX, |b| (b - next) as usize);
+        let space = (segment_bytes - seg.pos) as usize;
+        let (mut records, mut bytes) = (0, 0);
+        for &len in st.queue_lens.iter().take(records_max) {
+            if bytes + len > space {
+                break;
+            }
+            records += 1;
+            bytes += len;
+        }
+        if records == 0 {
+            assert!(
+                seg.records > 0,
+                "config validation: a record of record_bytes_max fits an empty segment"
+            );
+            return Step::Roll;
+        }
+        return Step::Write { records, bytes };
+    }
+    if st.closing {
+        return Step::Close;
+    }
+    let sync_at = match sync {
+        SyncMode::Periodic { period_ms } => seg
+            .dirty_since
+            .map(|t| t + Duration::from_millis(period_ms)),
+        SyncMode::Batch | SyncMode::None => None,
+    };
+    match sync_at {
+        Some(at) if at <= now => Step::Sync,
+        until => Step::Wait { until },
+    }
+}
+
+/// Creates segment `id` in `dir`: new file, header block written, fdatasync'd, and the
+/// directory synced, all before the first record goes in.
+pub(super) async fn create_segment<D: LogDisk>(
+    disk: &D,
+    dir: &Path,
+    id: u64,
+    segment_bytes: u64,
+) -> Result<ActiveSegment<D::File>, Fault> {
+    let path = segment::path(dir, id);
+    let file = disk
+        .create_segment(&path, segment_bytes)
+        .await
+        .map_err(|e| Fault::new("create", &path, e))?;
+    let mut block = glommio::allocate_dma_buffer(BLOCK_BYTES as usize);
+    let bytes = block.as_bytes_mut();
+    bytes.fill(0);
+    bytes[..HEADER_USED_BYTES].copy_from_slice(&segment::encode_header(id));
+    file.write_at(block, 0)
+        .await
+        .map_err(|e| Fault::new("write header", &path, e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| Fault::new("fdatasync", &path, e))?;
+    disk.sync_dir(dir)
+        .await
+        .map_err(|e| Fault::new("sync directory", dir, e))?;
+    Ok(ActiveSegment {
+        id,
+        seed: segment::record_seed(id),
+        path,
+        file,
+        pos: DATA_OFFSET,
+        tail: Vec::new(),
+        records: 0,
+        dirty_since: None,
+    })
+}
+
+/// The writer task: runs until `close` (or a fatal error), then stops.
+pub(super) async fn run<D: LogDisk>(core: Rc<Core<D>>, mut seg: ActiveSegment<D::File>) {
+    let outcome = match drive(&core, &mut seg).await {
+        Ok(()) => finish(&core, seg).await,
+        Err(fault) => Err(fault),
+    };
+    if let Err(fault) = outcome {
+        core.fail(fault);
+    }
+    core.stop();
+}
+
+async fn drive<D: LogDisk>(core: &Core<D>, seg: &mut ActiveSegment<D::File>) -> Result<(), Fault> {
+    loop {
+        let step = decide(
+            &core.state.borrow(),
+            seg.view(),
+            core.segment_bytes,
+            core.sync,
+            Instant::now(),
+        );
+        match step {
+            Step::Write { records, bytes } => write_batch(core, seg, records, bytes).await?,
+            Step::Roll => roll(core, seg).await?,
+            Step::AnswerRolls => core.answer_rolls(seg.id),
+            Step::Sync => sync(core, seg).await?,
+            Step::Close => return Ok(()),
+            Step::Wait { until } => wait_for_work(core, until).await,
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Writes the oldest `records` queued records with one aligned write (and, in batch
+/// mode, one fdatasync).
+async fn write_batch<D: LogDisk>(
+    core: &Core<D>,
+    seg: &mut ActiveSegment<D::File>,
+    records: usize,
+    bytes: usize,
+) -> Result<(), Fault> {
+    let start = segment::align_down(seg.pos);
+    let end = seg.pos + bytes as u64;
+    debug_assert!(end <= core.segment_bytes);
+    let mut buf = glommio::allocate_dma_buffer((segment::align_up(end) - start) as usize);
+    let out = buf.as_bytes_mut();
+    let tail = seg.tail.len();
+    debug_assert_eq!(start + tail as u64, seg.pos);
+    out[..tail].copy_from_slice(&seg.tail);
+    {
+        let mut st = core.state.borrow_mut();
+        out[tail..tail + bytes].copy_from_slice(&st.queue[..bytes]);
+        let mut at = tail;
+        for len in st.queue_lens.drain(..records) {
+            record::seal(&mut out[at..at + len], seg.seed);
+            at += len;
+        }
+        assert_eq!(at, tail + bytes, "queue_lens agree with the queue");
+        st.queue.drain(..bytes);
+    }
+    out[tail + bytes..].fill(0);
+    core.space.signal(bytes as u64);
+    seg.tail = out[(segment::align_down(end) - start) as usize..(end - start) as usize].to_vec();
+
+    seg.file
+        .write_at(buf, start)
+        .await
+        .map_err(|e| Fault::new("write", &seg.path, e))?;
+    seg.pos = end;
+    seg.records += records as u64;
+    seg.dirty_since.get_or_insert_with(Instant::now);
+    {
+        let mut st = core.state.borrow_mut();
+        st.written += records as u64;
+        st.stats.batches += 1;
+        st.stats.bytes_written += bytes as u64;
+    }
+    if core.sync == SyncMode::Batch {
+        sync(core, seg).await?;
+    }
+    Ok(())
+}
+
+/// fdatasyncs the active segment and raises the durable watermark.
+async fn sync<D: LogDisk>(core: &Core<D>, seg: &mut ActiveSegment<D::File>) -> Result<(), Fault> {
+    let through = core.state.borrow().written;
+    seg.file
+        .fdatasync()
+        .await
+        .map_err(|e| Fault::new("fdatasync", &seg.path, e))?;
+    seg.dirty_since = None;
+    core.publish_synced(through);
+    Ok(())
+}
+
+/// Seals the active segment (fdatasync, in every sync mode: recovery treats a defect in
+/// any segment but the newest as corruption) and starts the next one.
+async fn roll<D: LogDisk>(core: &Core<D>, seg: &mut ActiveSegment<D::File>) -> Result<(), Fault> {
+    if seg.dirty_since.is_some() {
+        sync(core, seg).await?;
+    }
+    let next = create_segment(&core.disk, &core.dir, seg.id + 1, core.segment_bytes).await?;
+    let old = std::mem::replace(seg, next);
+    old.file
+        .close()
+        .await
+        .map_err(|e| Fault::new("close", &old.path, e))?;
+    {
+        let mut st = core.state.borrow_mut();
+        st.active_segment = seg.id;
+        st.segments.insert(seg.id);
+        st.stats.segments_created += 1;
+    }
+    core.answer_rolls(seg.id);
+    Ok(())
+}
+
+/// Clean shutdown: everything is written; make it durable (unless sync is `None`) and
+/// close the file.
+async fn finish<D: LogDisk>(core: &Core<D>, mut seg: ActiveSegment<D::File>) -> Result<(), Fault> {
+    if seg.dirty_since.is_some() && core.sync != SyncMode::None {
+        sync(core, &mut seg).await?;
+    }
+    seg.file
+        .close()
+        .await
+        .map_err(|e| Fault::new("close", &seg.path, e))
+}
+
+async fn wait_for_work<D: LogDisk>(core: &Core<D>, until: Option<Instant>) {
+    let work = std::future::poll_fn(|cx| {
+        let mut st = core.state.borrow_mut();
+        if st.has_work() {
+            Poll::Ready(())
+        } else {
+            st.writer_waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    });
+    match until {
+        None => work.await,
+        Some(at) => {
+            let timer = glommio::timer::sleep(at.saturating_duration_since(Instant::now()));
+            futures_lite::future::or(work, timer).await
+        }
+    }
+}
+
+impl<D: LogDisk> Core<D> {
+    /// Raises the durable watermark to `through` and wakes the waiters it covers.
+    fn publish_synced(&self, through: u64) {
+        let mut woken = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            debug_assert!(through >= st.synced);
+            st.synced = through;
+            st.stats.fdatasyncs += 1;
+            st.durable_waiters.retain(|(ticket, waker)| {
+                if *ticket <= through {
+                    woken.push(waker.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// Answers every roll request whose boundary is reached with `segment_id`.
+    fn answer_rolls(&self, segment_id: u64) {
+        let mut st = self.state.borrow_mut();
+        let next = st.written + 1;
+        while st.rolls.front().is_some_and(|r| r.boundary <= next) {
+            let request = st.rolls.pop_front().expect("front exists");
+            request.slot.id.set(Some(segment_id));
+            if let Some(w) = request.slot.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Enters the failed state: records the error and wakes everybody with it.
+    fn fail(&self, fault: Fault) {
+        let mut woken = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            st.failed = Some(fault.into_failed());
+            st.queue.clear();
+            st.queue_lens.clear();
+            woken.extend(st.durable_waiters.drain(..).map(|(_, w)| w));
+            for request in st.rolls.drain(..) {
+                woken.extend(request.slot.waker.take());
+            }
+        }
+        self.space.close();
+        woken.into_iter().for_each(Waker::wake);
+    }
+
+    /// The writer has exited: wake `close` callers and anybody still waiting.
+    fn stop(&self) {
+        let mut woken = Vec::new();
+        {
+            let mut st = self.state.borrow_mut();
+            st.stopped = true;
+            woken.append(&mut st.stop_waiters);
+            woken.extend(st.durable_waiters.drain(..).map(|(_, w)| w));
+            for request in st.rolls.drain(..) {
+                woken.extend(request.slot.waker.take());
+            }
+        }
+        self.space.close();
+        woken.into_iter().for_each(Waker::wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_with(queue_lens: &[usize], written: u64) -> Shared {
+        Shared {
+            queue: vec![0; queue_lens.iter().sum()],
+            queue_lens: queue_lens.iter().copied().collect(),
+            written,
+            next_ticket: written + 1 + queue_lens.len() as u64,
+            ..Shared::default()
+        }
+    }
+
+    fn view(pos: u64, records: u64) -> SegmentView {
+        SegmentView {
+            pos,
+            records,
+            dirty_since: None,
+        }
+    }
+
+    fn roll_at(st: &mut Shared, boundary: u64) {
+        st.rolls.push_back(RollRequest {
+            boundary,
+            slot: Rc::default(),
+        });
+    }
+
+    const SEG: u64 = 8192;
+
+    #[test]
+    fn batch_takes_every_record_that_fits() {
+        let st = shared_with(&[100, 200, 300], 0);
+        let step = decide(
+            &st,
+            view(DATA_OFFSET, 0),
+            SEG,
+            SyncMode::Batch,
+            Instant::now(),
+        );
+        assert_eq!(
+            step,
+            Step::Write {
+                records: 3,
+                bytes: 600
+            }
+        );
+        // Only 250 bytes left: the first record fits, the second does not.
+        let step = decide(
+            &st,
+            view(SEG - 250, 5),
+            SEG,
+            SyncMode::Batch,
+            Instant::now(),
+        );
+        assert_eq!(
+            step,
+            Step::Write {
+                records: 1,
+                bytes: 100
+            }
+        );
+        let step = decide(&st, view(SEG - 50, 5), SEG, SyncMode::Batch, Instant::now());
+        assert_eq!(step, Step::Roll);
+    }
+
+    #[test]
+    fn roll_request_splits_the_batch_and_rolls_at_its_boundary() {
+        let mut st = shared_with(&[100, 200, 300], 4);
+        roll_at(&mut st, 7); // tickets 5 and 6 before the roll, 7 after
+        let step = decide(
+            &st,
+            view(DATA_OFFSET, 4),
+            SEG,
+            SyncMode::Batch,
+            Instant::now(),
+        );
+        assert_eq!(
+            step,
+            Step::Write {
+                records: 2,
+                bytes: 300
+            }
+        );
+        st.written = 6;
+        st.queue_lens.drain(..2);
+        let step = decide(
+            &st,
+            view(DATA_OFFSET + 300, 6),
+            SEG,
+            SyncMode::Batch,
+            Instant::now(),
+        );
+        assert_eq!(step, Step::Roll);
+        let step = decide(
+            &st,
+            view(DATA_OFFSET, 0),
+            SEG,
+            SyncMode::Batch,
+            Instant::now(),
+        );
+        assert_eq!(
+            step,
+            Step::AnswerRolls,
+            "an empty segment is already a boundary"
+        );
+    }
+
+    #[test]
+    fn close_waits_for_the_queue_and_periodic_sync_waits_for_the_period() {
+        let mut st = shared_with(&[100], 0);
+        st.closing = true;
+        let now = Instant::now();
+        let period = SyncMode::Periodic { period_ms: 10 };
+        assert!(matches!(
+            decide(&st, view(DATA_OFFSET, 0), SEG, period, now),
+            Step::Write { .. }
+        ));
+        st.queue_lens.clear();
+        assert_eq!(
+            decide(&st, view(DATA_OFFSET, 0), SEG, period, now),
+            Step::Close
+        );
+        st.closing = false;
+        let dirty = SegmentView {
+            dirty_since: Some(now),
+            ..view(DATA_OFFSET + 100, 1)
+        };
+        let later = now + Duration::from_millis(10);
+        assert_eq!(
+            decide(&st, dirty, SEG, period, now),
+            Step::Wait { until: Some(later) }
+        );
+        assert_eq!(decide(&st, dirty, SEG, period, later), Step::Sync);
+        assert_eq!(
+            decide(&st, dirty, SEG, SyncMode::None, later),
+            Step::Wait { until: None }
+        );
+    }
+}

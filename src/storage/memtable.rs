@@ -1,0 +1,64 @@
+//! The in-memory, ordered part of a shard's data: key → version set.
+//!
+//! Single-threaded (owned by its shard). Ordered so that it can be flushed to a sorted
+//! table and scanned by range (anti-entropy) later. Inserting merges with what is there
+//! (DVVSet sync), so applying the same state twice, or two states out of order, ends in
+//! the same place — which is what makes commit-log replay and concurrent group-commit
+//! completions safe.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::version::VersionSet;
+
+/// Bytes a map entry costs beyond its key and encoded versions (tree node share,
+/// `Bytes` headers, vectors). An estimate: flush thresholds need the right order of
+/// magnitude, not the exact figure.
+const ENTRY_OVERHEAD_BYTES: usize = 96;
+
+#[derive(Default)]
+pub struct Memtable {
+    map: BTreeMap<Bytes, VersionSet>,
+    /// Approximate memory held, for the flush threshold.
+    bytes: usize,
+}
+
+impl Memtable {
+    pub fn get(&self, key: &[u8]) -> Option<&VersionSet> {
+        self.map.get(key)
+    }
+
+    /// Merges `versions` into the key's stored set. `key` and the values in `versions`
+    /// must own their memory (not slices of a network buffer): the memtable keeps them.
+    pub fn merge(&mut self, key: Bytes, versions: VersionSet) {
+        match self.map.get_mut(key.as_ref()) {
+            Some(stored) => {
+                let merged = stored.sync(&versions);
+                self.bytes = self.bytes - stored.encoded_len() + merged.encoded_len();
+                *stored = merged;
+            }
+            None => {
+                self.bytes += key.len() + versions.encoded_len() + ENTRY_OVERHEAD_BYTES;
+                self.map.insert(key, versions);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn approximate_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Entries in key order (for flushes and scans).
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &VersionSet)> {
+        self.map.iter()
+    }
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every ringkv test on a fresh machine: formatting, lints, unit, property and
+# integration tests (the integration tests start real `ringkv server` processes on
+# loopback ports they reserve, with data under target/, and kill them when done).
+#
+# Needs only the Rust toolchain today; packages later tests need are installed here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+# glommio needs RLIMIT_MEMLOCK >= 512 KiB; raise the soft limit as far as allowed.
+ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy (warnings are errors)"
+cargo clippy --all-targets -- -D warnings
+step "cargo test"
+cargo test --all-targets
+step "cargo test --doc"
+cargo test --doc
