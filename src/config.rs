@@ -104,7 +104,10 @@ impl ServerConfig {
     /// Refuses settings that cannot work, saying which and why.
     pub fn validate(&self) -> Result<(), String> {
         if self.shards == 0 || self.shards > 256 {
-            return Err(format!("--shards {} must be between 1 and 256", self.shards));
+            return Err(format!(
+                "--shards {} must be between 1 and 256",
+                self.shards
+            ));
         }
         if self.port as usize + self.shards >= u16::MAX as usize {
             return Err(format!(
@@ -116,10 +119,15 @@ impl ServerConfig {
             return Err("--vnodes-per-shard must be between 1 and 1024".into());
         }
         if self.commitlog_segment_bytes % 4096 != 0 || self.commitlog_segment_bytes < 64 << 10 {
-            return Err("--commitlog-segment-bytes must be a multiple of 4096, at least 64 KiB".into());
+            return Err(
+                "--commitlog-segment-bytes must be a multiple of 4096, at least 64 KiB".into(),
+            );
         }
         if self.key_bytes_max == 0 || self.key_bytes_max > u16::MAX as u32 {
             return Err("--key-bytes-max must be between 1 and 65535 (keys are u16-framed)".into());
+        }
+        if self.value_bytes_max == 0 || self.value_bytes_max > 64 << 20 {
+            return Err("--value-bytes-max must be between 1 and 64 MiB".into());
         }
         // Room in a frame for the key, the value, a context and the fields around them.
         let needed = self.key_bytes_max as u64 + self.value_bytes_max as u64 + 4096 + 64;
@@ -130,12 +138,29 @@ impl ServerConfig {
                 self.frame_bytes_max, self.key_bytes_max, self.value_bytes_max
             ));
         }
+        // The commit log's segment header takes the first 4 KiB of a segment.
+        if self.commitlog_segment_bytes < self.record_bytes_max() as u64 + 4096 {
+            return Err(format!(
+                "--commitlog-segment-bytes {} cannot hold the largest record ({} bytes: a \
+                 key, up to 8 values of --value-bytes-max, their versions): raise it",
+                self.commitlog_segment_bytes,
+                self.record_bytes_max()
+            ));
+        }
         if let SyncPolicy::Periodic { period_ms } = self.sync {
             if period_ms == 0 {
                 return Err("--sync-period-ms must be at least 1".into());
             }
         }
         Ok(())
+    }
+
+    /// Largest commit-log record: a key and its version set, which may hold several
+    /// values (siblings). A set that would not fit is refused like too many siblings.
+    pub fn record_bytes_max(&self) -> u32 {
+        self.key_bytes_max
+            .saturating_add(self.value_bytes_max.saturating_mul(8))
+            .saturating_add(64 << 10)
     }
 
     pub fn limits(&self) -> crate::protocol::Limits {

@@ -24,10 +24,7 @@ pub enum StartupError {
     #[error("{0}")]
     DataDir(String),
     #[error("shard {shard}: {source}")]
-    Shard {
-        shard: usize,
-        source: StorageError,
-    },
+    Shard { shard: usize, source: StorageError },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,11 @@ use ringkv::loadgen::{self, BenchOptions};
 use ringkv::runtime;
 
 #[derive(Parser)]
-#[command(name = "ringkv", version, about = "A Dynamo-style distributed key-value store")]
+#[command(
+    name = "ringkv",
+    version,
+    about = "A Dynamo-style distributed key-value store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -158,7 +162,8 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ringkv: {e:#}");
+            // Our errors already carry their causes in their messages.
+            eprintln!("ringkv: {e}");
             ExitCode::from(2)
         }
     }
@@ -169,13 +174,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let connect = |t: &Target| BlockingClient::connect(&t.host, t.port, timeout);
     match cli.command {
         Command::Server(args) => serve(args),
-        Command::Put { key, value, context, target } => {
+        Command::Put {
+            key,
+            value,
+            context,
+            target,
+        } => {
             let context = hex_decode(&context)?;
             let new = connect(&target)?.put(key.as_bytes(), value.as_bytes(), &context)?;
             println!("OK context={}", hex_encode(&new));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Del { key, context, target } => {
+        Command::Del {
+            key,
+            context,
+            target,
+        } => {
             let context = hex_decode(&context)?;
             let new = connect(&target)?.delete(key.as_bytes(), &context)?;
             println!("OK context={}", hex_encode(&new));
@@ -192,7 +206,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{} siblings:", result.values.len());
                 for (i, v) in result.values.iter().enumerate() {
-                    println!("  {}) [{} µs] {}", i + 1, v.timestamp_us, String::from_utf8_lossy(&v.value));
+                    println!(
+                        "  {}) [{} µs] {}",
+                        i + 1,
+                        v.timestamp_us,
+                        String::from_utf8_lossy(&v.value)
+                    );
                 }
             }
             println!("context={}", hex_encode(&result.context));
@@ -201,7 +220,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ping { target } => {
             let started = std::time::Instant::now();
             connect(&target)?.ping()?;
-            println!("PONG from {}:{} in {:?}", target.host, target.port, started.elapsed());
+            println!(
+                "PONG from {}:{} in {:?}",
+                target.host,
+                target.port,
+                started.elapsed()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench(args),
@@ -219,14 +243,20 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         pin_cores: !args.no_pin,
         sync: match args.sync {
             SyncArg::Batch => SyncPolicy::Batch,
-            SyncArg::Periodic => SyncPolicy::Periodic { period_ms: args.sync_period_ms },
+            SyncArg::Periodic => SyncPolicy::Periodic {
+                period_ms: args.sync_period_ms,
+            },
             SyncArg::None => SyncPolicy::None,
         },
-        commitlog_segment_bytes: args.commitlog_segment_bytes.unwrap_or(defaults.commitlog_segment_bytes),
+        commitlog_segment_bytes: args
+            .commitlog_segment_bytes
+            .unwrap_or(defaults.commitlog_segment_bytes),
         key_bytes_max: args.key_bytes_max.unwrap_or(defaults.key_bytes_max),
         value_bytes_max: args.value_bytes_max.unwrap_or(defaults.value_bytes_max),
         frame_bytes_max: args.frame_bytes_max.unwrap_or(defaults.frame_bytes_max),
-        shard_requests_max: args.shard_requests_max.unwrap_or(defaults.shard_requests_max),
+        shard_requests_max: args
+            .shard_requests_max
+            .unwrap_or(defaults.shard_requests_max),
         io_memory_bytes: args.io_memory.unwrap_or(defaults.io_memory_bytes),
         ..defaults
     };
@@ -280,7 +310,11 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let report = loadgen::run(&options).map_err(anyhow::Error::msg)?;
     print!("{}", report.summary());
-    Ok(if report.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if report.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

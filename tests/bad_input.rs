@@ -13,7 +13,9 @@ use ringkv::protocol::{encode_request, Consistency, FrameHeader, Request, Status
 
 fn connect(server: &Server) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     stream
 }
 
@@ -58,20 +60,38 @@ fn bad_requests_get_error_frames_and_the_connection_goes_on() {
     let mut stream = connect(&server);
 
     // A key over 1 KiB.
-    stream.write_all(&frame(&put(vec![b'k'; 1025], b"v".to_vec()), 1)).unwrap();
+    stream
+        .write_all(&frame(&put(vec![b'k'; 1025], b"v".to_vec()), 1))
+        .unwrap();
     let (header, status, message) = read_response(&mut stream);
-    assert_eq!((header.request_id, status), (1, Status::TooLarge), "{message}");
+    assert_eq!(
+        (header.request_id, status),
+        (1, Status::TooLarge),
+        "{message}"
+    );
     ping_works(&mut stream, 2);
 
     // A value over 1 MiB (the frame itself is within the frame limit).
-    stream.write_all(&frame(&put(b"k".to_vec(), vec![0; (1 << 20) + 1]), 3)).unwrap();
+    stream
+        .write_all(&frame(&put(b"k".to_vec(), vec![0; (1 << 20) + 1]), 3))
+        .unwrap();
     let (header, status, message) = read_response(&mut stream);
-    assert_eq!((header.request_id, status), (3, Status::TooLarge), "{message}");
+    assert_eq!(
+        (header.request_id, status),
+        (3, Status::TooLarge),
+        "{message}"
+    );
     ping_works(&mut stream, 4);
 
     // An unknown opcode.
     let mut unknown = Vec::new();
-    FrameHeader { opcode: 0x3E, flags: 0, request_id: 5, body_len: 3 }.encode_into(&mut unknown);
+    FrameHeader {
+        opcode: 0x3E,
+        flags: 0,
+        request_id: 5,
+        body_len: 3,
+    }
+    .encode_into(&mut unknown);
     unknown.extend_from_slice(b"abc");
     stream.write_all(&unknown).unwrap();
     let (header, status, message) = read_response(&mut stream);
@@ -81,7 +101,13 @@ fn bad_requests_get_error_frames_and_the_connection_goes_on() {
 
     // A body that does not parse (key length overruns the body).
     let mut broken = Vec::new();
-    FrameHeader { opcode: 0x02, flags: 0, request_id: 7, body_len: 3 }.encode_into(&mut broken);
+    FrameHeader {
+        opcode: 0x02,
+        flags: 0,
+        request_id: 7,
+        body_len: 3,
+    }
+    .encode_into(&mut broken);
     broken.extend_from_slice(&[0, 200, 0]);
     stream.write_all(&broken).unwrap();
     let (header, status, _) = read_response(&mut stream);
@@ -101,11 +127,21 @@ fn an_oversized_frame_is_refused_from_its_header_and_skipped() {
     let mut stream = connect(&server);
     let body_len: u32 = 3 << 20; // over the 1 MiB + 64 KiB frame limit
     let mut header = Vec::new();
-    FrameHeader { opcode: 0x03, flags: 0, request_id: 9, body_len }.encode_into(&mut header);
+    FrameHeader {
+        opcode: 0x03,
+        flags: 0,
+        request_id: 9,
+        body_len,
+    }
+    .encode_into(&mut header);
     stream.write_all(&header).unwrap();
     // The answer comes before a single body byte is sent: nothing was buffered for it.
     let (response, status, message) = read_response(&mut stream);
-    assert_eq!((response.request_id, status), (9, Status::TooLarge), "{message}");
+    assert_eq!(
+        (response.request_id, status),
+        (9, Status::TooLarge),
+        "{message}"
+    );
     // The body is skipped, and the connection goes on.
     let junk = vec![0x55u8; body_len as usize];
     stream.write_all(&junk).unwrap();
@@ -125,7 +161,11 @@ fn a_garbage_stream_closes_only_its_own_connection() {
     assert_eq!(status, Status::BadRequest, "{message}");
     assert_eq!(header.opcode & 0x80, 0x80);
     let mut rest = Vec::new();
-    assert_eq!(bad.read_to_end(&mut rest).unwrap(), 0, "connection must be closed");
+    assert_eq!(
+        bad.read_to_end(&mut rest).unwrap(),
+        0,
+        "connection must be closed"
+    );
     ping_works(&mut good, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -138,13 +178,18 @@ fn a_client_that_disconnects_mid_request_leaves_no_write() {
         let key = format!("half-{i}").into_bytes();
         let whole = frame(&put(key.clone(), vec![b'x'; 4000]), 1);
         let mut stream = connect(&server);
-        stream.write_all(&whole[..whole.len() - 1 - i * 100]).unwrap();
+        stream
+            .write_all(&whole[..whole.len() - 1 - i * 100])
+            .unwrap();
         drop(stream);
         // A complete request on another connection still works...
         let mut client = server.client();
         client.put(b"other", b"fine", &[]).unwrap();
         // ...and the half-sent write never happened.
-        assert!(client.get(&key).unwrap().values.is_empty(), "half write {i} applied");
+        assert!(
+            client.get(&key).unwrap().values.is_empty(),
+            "half write {i} applied"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -159,7 +204,13 @@ fn a_client_that_never_reads_is_throttled_not_buffered() {
     // limit stops the reader, and then the server stops reading our requests.
     let mut client = server.client();
     client.put(b"big", &vec![7u8; 64 << 10], &[]).unwrap();
-    let get = frame(&Request::Get { key: Bytes::from_static(b"big"), consistency: Consistency::Default }, 1);
+    let get = frame(
+        &Request::Get {
+            key: Bytes::from_static(b"big"),
+            consistency: Consistency::Default,
+        },
+        1,
+    );
     let mut sent = 0usize;
     let total = 5_000_000 * get.len();
     let mut stalled_for = Duration::ZERO;
@@ -176,13 +227,17 @@ fn a_client_that_never_reads_is_throttled_not_buffered() {
             Err(e) => panic!("write: {e}"),
         }
     }
-    assert!(sent < total / 4, "server kept reading: {sent} of {total} bytes taken");
+    assert!(
+        sent < total / 4,
+        "server kept reading: {sent} of {total} bytes taken"
+    );
     // Others are still served while that connection is stalled.
     let mut other = server.client();
     other.ping().unwrap();
     assert_eq!(other.get(b"big").unwrap().values[0].value.len(), 64 << 10);
     // And the server did not buffer the flood in memory.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid().unwrap())).unwrap();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid().unwrap())).unwrap();
     let rss_kb: u64 = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))

@@ -23,7 +23,8 @@ fn every_acknowledged_write_survives_kill_9() {
                 std::thread::spawn(move || {
                     // Half the writers use a shard port, so forwarding is exercised too.
                     let port = if w % 2 == 0 { port } else { port + 1 };
-                    let Ok(mut client) = BlockingClient::connect("127.0.0.1", port, Duration::from_secs(10))
+                    let Ok(mut client) =
+                        BlockingClient::connect("127.0.0.1", port, Duration::from_secs(10))
                     else {
                         return;
                     };
@@ -50,14 +51,25 @@ fn every_acknowledged_write_survives_kill_9() {
         }
         server.restart();
         let acknowledged = acknowledged.lock().unwrap().clone();
-        assert!(acknowledged.len() > 50, "too few writes to prove anything: {}", acknowledged.len());
+        assert!(
+            acknowledged.len() > 50,
+            "too few writes to prove anything: {}",
+            acknowledged.len()
+        );
         let mut client = server.client();
         for (key, value) in &acknowledged {
             let result = client.get(key.as_bytes()).unwrap();
             let values: Vec<&[u8]> = result.values.iter().map(|v| v.value.as_ref()).collect();
-            assert_eq!(values, vec![value.as_bytes()], "key {key} after kill -9 round {round}");
+            assert_eq!(
+                values,
+                vec![value.as_bytes()],
+                "key {key} after kill -9 round {round}"
+            );
         }
-        eprintln!("round {round}: {} acknowledged writes read back", acknowledged.len());
+        eprintln!(
+            "round {round}: {} acknowledged writes read back",
+            acknowledged.len()
+        );
     }
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -66,10 +78,16 @@ fn every_acknowledged_write_survives_kill_9() {
 #[test]
 fn clean_shutdown_in_periodic_mode_keeps_every_write() {
     let dir = test_dir("periodic");
-    let mut server = Server::start(&dir.join("data"), 2, &["--sync", "periodic", "--sync-period-ms", "1000"]);
+    let mut server = Server::start(
+        &dir.join("data"),
+        2,
+        &["--sync", "periodic", "--sync-period-ms", "1000"],
+    );
     let mut client = server.client();
     for i in 0..500 {
-        client.put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), &[]).unwrap();
+        client
+            .put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), &[])
+            .unwrap();
     }
     drop(client);
     // SIGTERM: the shards make their logs durable before they exit.

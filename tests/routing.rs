@@ -16,7 +16,9 @@ fn the_shard_map_describes_the_node() {
     assert_eq!(map.ports, vec![server.port + 1, server.port + 2]);
     assert_eq!(map.vnodes.len(), 2 * 16);
     let ring = ShardMap::new(map.vnodes.clone());
-    let owners: Vec<u16> = (0..1000).map(|i| *ring.owner(token(format!("k{i}").as_bytes()))).collect();
+    let owners: Vec<u16> = (0..1000)
+        .map(|i| *ring.owner(token(format!("k{i}").as_bytes())))
+        .collect();
     assert!(owners.contains(&0) && owners.contains(&1));
     // Every shard answers SHARD_MAP the same way.
     assert_eq!(server.shard_client(1).shard_map().unwrap(), map);
@@ -43,8 +45,14 @@ fn requests_on_a_non_owning_shard_are_forwarded() {
     // Read back on the owner's port (no hop) and on the wrong one (a hop).
     let mut shard1 = server.shard_client(1);
     for key in &keys_of_1 {
-        assert_eq!(shard1.get(key.as_bytes()).unwrap().values[0].value.as_ref(), key.as_bytes());
-        assert_eq!(shard0.get(key.as_bytes()).unwrap().values[0].value.as_ref(), key.as_bytes());
+        assert_eq!(
+            shard1.get(key.as_bytes()).unwrap().values[0].value.as_ref(),
+            key.as_bytes()
+        );
+        assert_eq!(
+            shard0.get(key.as_bytes()).unwrap().values[0].value.as_ref(),
+            key.as_bytes()
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -58,8 +66,12 @@ fn the_async_client_routes_by_shard_and_pipelines() {
         LocalExecutorBuilder::new(Placement::Unbound)
             .io_memory(1 << 20)
             .spawn(move || async move {
-                let options = ClientOptions { routing, ..ClientOptions::default() };
-                let client = std::rc::Rc::new(Client::connect("127.0.0.1", port, options).await.unwrap());
+                let options = ClientOptions {
+                    routing,
+                    ..ClientOptions::default()
+                };
+                let client =
+                    std::rc::Rc::new(Client::connect("127.0.0.1", port, options).await.unwrap());
                 let expected_connections = if routing == Routing::Direct { 1 } else { 2 };
                 assert_eq!(client.shard_count(), expected_connections);
                 // 200 writes in flight at once on the same connections.
@@ -68,7 +80,10 @@ fn the_async_client_routes_by_shard_and_pipelines() {
                         let client = client.clone();
                         glommio::spawn_local(async move {
                             let key = format!("{routing:?}-{i}");
-                            client.put(key.as_bytes(), key.as_bytes(), &[]).await.unwrap();
+                            client
+                                .put(key.as_bytes(), key.as_bytes(), &[])
+                                .await
+                                .unwrap();
                         })
                     })
                     .collect();

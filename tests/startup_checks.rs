@@ -15,7 +15,10 @@ fn refused(args: &[&str], memlock_bytes: Option<u64>) -> String {
     if let Some(limit) = memlock_bytes {
         unsafe {
             command.pre_exec(move || {
-                let rlimit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
                 if libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlimit) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -24,7 +27,10 @@ fn refused(args: &[&str], memlock_bytes: Option<u64>) -> String {
         }
     }
     let output = command.output().unwrap();
-    assert!(!output.status.success(), "server started but should not have");
+    assert!(
+        !output.status.success(),
+        "server started but should not have"
+    );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -45,7 +51,17 @@ fn a_data_dir_in_use_is_refused() {
     let data = dir.join("data");
     let _server = Server::start(&data, 1, &["--sync", "none"]);
     let port = free_ports(2).to_string();
-    let message = refused(&["--data-dir", data.to_str().unwrap(), "--port", &port, "--shards", "1"], None);
+    let message = refused(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &port,
+            "--shards",
+            "1",
+        ],
+        None,
+    );
     assert!(message.contains("in use by another ringkv"), "{message}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -57,7 +73,17 @@ fn another_shard_count_is_refused() {
     let mut server = Server::start(&data, 2, &["--sync", "none"]);
     server.stop();
     let port = free_ports(4).to_string();
-    let message = refused(&["--data-dir", data.to_str().unwrap(), "--port", &port, "--shards", "3"], None);
+    let message = refused(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &port,
+            "--shards",
+            "3",
+        ],
+        None,
+    );
     assert!(message.contains("--shards 2"), "{message}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -67,8 +93,14 @@ fn a_low_memlock_limit_is_refused_with_the_fix() {
     let dir = test_dir("memlock");
     let port = free_ports(2).to_string();
     let data = dir.join("data").display().to_string();
-    let message = refused(&["--data-dir", &data, "--port", &port, "--shards", "1"], Some(64 << 10));
-    assert!(message.contains("RLIMIT_MEMLOCK") && message.contains("ulimit -l"), "{message}");
+    let message = refused(
+        &["--data-dir", &data, "--port", &port, "--shards", "1"],
+        Some(64 << 10),
+    );
+    assert!(
+        message.contains("RLIMIT_MEMLOCK") && message.contains("ulimit -l"),
+        "{message}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -78,7 +110,16 @@ fn io_memory_that_cannot_fit_the_limit_is_refused() {
     let port = free_ports(3).to_string();
     let data = dir.join("data").display().to_string();
     let message = refused(
-        &["--data-dir", &data, "--port", &port, "--shards", "2", "--io-memory", "8388608"],
+        &[
+            "--data-dir",
+            &data,
+            "--port",
+            &port,
+            "--shards",
+            "2",
+            "--io-memory",
+            "8388608",
+        ],
         Some(8 << 20),
     );
     assert!(message.contains("--io-memory"), "{message}");
@@ -94,7 +135,17 @@ fn a_tmpfs_data_dir_is_refused() {
     }
     let data = shm.join(format!("ringkv-test-{}", std::process::id()));
     let port = free_ports(2).to_string();
-    let message = refused(&["--data-dir", data.to_str().unwrap(), "--port", &port, "--shards", "1"], None);
+    let message = refused(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &port,
+            "--shards",
+            "1",
+        ],
+        None,
+    );
     let _ = std::fs::remove_dir_all(&data);
     assert!(message.contains("tmpfs"), "{message}");
 }

@@ -32,8 +32,12 @@ impl BlockingClient {
         };
         let stream = TcpStream::connect(&addr).map_err(io("connect", &addr))?;
         stream.set_nodelay(true).map_err(io("set_nodelay", &addr))?;
-        stream.set_read_timeout(Some(timeout)).map_err(io("set_read_timeout", &addr))?;
-        stream.set_write_timeout(Some(timeout)).map_err(io("set_write_timeout", &addr))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(io("set_read_timeout", &addr))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(io("set_write_timeout", &addr))?;
         Ok(Self {
             stream,
             addr,
@@ -55,16 +59,19 @@ impl BlockingClient {
                 header.request_id
             )));
         }
-        decode_response(&header, body, request.opcode()).map_err(|e| ClientError::Protocol(e.message))
+        decode_response(&header, body, request.opcode())
+            .map_err(|e| ClientError::Protocol(e.message))
     }
 
     /// Writes raw bytes (tests use this to send malformed frames).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).map_err(|source| ClientError::Io {
-            op: "write",
-            addr: self.addr.clone(),
-            source,
-        })
+        self.stream
+            .write_all(bytes)
+            .map_err(|source| ClientError::Io {
+                op: "write",
+                addr: self.addr.clone(),
+                source,
+            })
     }
 
     /// Reads one whole frame.
@@ -74,7 +81,10 @@ impl BlockingClient {
         let header = FrameHeader::decode(&header_bytes)
             .map_err(|e| ClientError::Protocol(format!("bad response header: {e}")))?;
         if header.body_len > RESPONSE_BODY_BYTES_MAX {
-            return Err(ClientError::Protocol(format!("response body of {} bytes", header.body_len)));
+            return Err(ClientError::Protocol(format!(
+                "response body of {} bytes",
+                header.body_len
+            )));
         }
         let mut body = BytesMut::zeroed(header.body_len as usize);
         self.read_exact(&mut body)?;
@@ -136,14 +146,18 @@ impl BlockingClient {
     pub fn shard_map(&mut self) -> Result<ShardMap, ClientError> {
         match ok_body(self.request(&Request::ShardMap)?)? {
             ResponseBody::ShardMap(map) => Ok(map),
-            _ => Err(ClientError::Protocol("SHARD_MAP answered without a map".into())),
+            _ => Err(ClientError::Protocol(
+                "SHARD_MAP answered without a map".into(),
+            )),
         }
     }
 
     fn write(&mut self, request: Request) -> Result<Bytes, ClientError> {
         match ok_body(self.request(&request)?)? {
             ResponseBody::Written { context } => Ok(context),
-            _ => Err(ClientError::Protocol("write answered without a context".into())),
+            _ => Err(ClientError::Protocol(
+                "write answered without a context".into(),
+            )),
         }
     }
 }

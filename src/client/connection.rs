@@ -12,7 +12,9 @@ use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use super::ClientError;
-use crate::protocol::{decode_response, encode_request, FrameHeader, Request, Response, HEADER_LEN};
+use crate::protocol::{
+    decode_response, encode_request, FrameHeader, Request, Response, HEADER_LEN,
+};
 use crate::runtime::outbox::Outbox;
 
 /// Largest response body the client accepts (a GET with many large siblings).
@@ -37,8 +39,12 @@ impl Connection {
             let addr = addr.clone();
             move |source| ClientError::Io { op, addr, source }
         };
-        let stream = TcpStream::connect(addr.as_str()).await.map_err(|e| io("connect")(e.into()))?;
-        stream.set_nodelay(true).map_err(|e| io("set_nodelay")(e.into()))?;
+        let stream = TcpStream::connect(addr.as_str())
+            .await
+            .map_err(|e| io("connect")(e.into()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| io("set_nodelay")(e.into()))?;
         let fd = unsafe { libc::dup(stream.as_raw_fd()) };
         if fd < 0 {
             return Err(io("dup")(std::io::Error::last_os_error()));
@@ -47,10 +53,20 @@ impl Connection {
         let outbox = Rc::new(Outbox::default());
         let waiting = Rc::new(RefCell::new(Waiting::default()));
         let failed = Rc::new(RefCell::new(None));
-        let writer = glommio::spawn_local(write_loop(write_half, outbox.clone(), failed.clone(), waiting.clone()))
-            .detach();
-        let reader = glommio::spawn_local(read_loop(stream, waiting.clone(), failed.clone(), outbox.clone()))
-            .detach();
+        let writer = glommio::spawn_local(write_loop(
+            write_half,
+            outbox.clone(),
+            failed.clone(),
+            waiting.clone(),
+        ))
+        .detach();
+        let reader = glommio::spawn_local(read_loop(
+            stream,
+            waiting.clone(),
+            failed.clone(),
+            outbox.clone(),
+        ))
+        .detach();
         Ok(Connection {
             addr,
             outbox,
@@ -62,7 +78,11 @@ impl Connection {
     }
 
     /// Sends one request and waits for its response (other requests may be in flight).
-    pub async fn request(&self, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    pub async fn request(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
         if let Some(reason) = self.failed.borrow().clone() {
             return Err(ClientError::Closed(format!("{}: {reason}", self.addr)));
         }
@@ -70,8 +90,13 @@ impl Connection {
         self.next_id.set(id.wrapping_add(1));
         let (tx, rx) = flume::bounded(1);
         self.waiting.borrow_mut().insert(id, (request.opcode(), tx));
-        self.outbox.push(false, |buf| encode_request(request, id, buf));
-        let answer = async { rx.recv_async().await.map_err(|_| ClientError::Closed(self.addr.clone()))? };
+        self.outbox
+            .push(false, |buf| encode_request(request, id, buf));
+        let answer = async {
+            rx.recv_async()
+                .await
+                .map_err(|_| ClientError::Closed(self.addr.clone()))?
+        };
         let expired = async {
             glommio::timer::sleep(timeout).await;
             Err(ClientError::Timeout(timeout))
@@ -136,7 +161,11 @@ async fn read_loop(
             };
             let frame_len = HEADER_LEN + header.body_len as usize;
             if header.body_len as usize > RESPONSE_BODY_BYTES_MAX {
-                fail_all(&waiting, &failed, format!("response body of {} bytes", header.body_len));
+                fail_all(
+                    &waiting,
+                    &failed,
+                    format!("response body of {} bytes", header.body_len),
+                );
                 outbox.abort();
                 return;
             }

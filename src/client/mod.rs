@@ -81,7 +81,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(host: &str, port: u16, options: ClientOptions) -> Result<Client, ClientError> {
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
         let first = Rc::new(Connection::connect(host, port).await?);
         if options.routing == Routing::Direct {
             return Ok(Client {
@@ -90,14 +94,21 @@ impl Client {
                 options,
             });
         }
-        let response = first
-            .request(&Request::ShardMap, options.timeout)
-            .await?;
+        let response = first.request(&Request::ShardMap, options.timeout).await?;
         let ResponseBody::ShardMap(wire) = ok_body(response)? else {
-            return Err(ClientError::Protocol("SHARD_MAP answered without a map".into()));
+            return Err(ClientError::Protocol(
+                "SHARD_MAP answered without a map".into(),
+            ));
         };
-        if wire.vnodes.is_empty() || wire.vnodes.iter().any(|(_, s)| *s as usize >= wire.ports.len()) {
-            return Err(ClientError::Protocol("shard map names a shard without a port".into()));
+        if wire.vnodes.is_empty()
+            || wire
+                .vnodes
+                .iter()
+                .any(|(_, s)| *s as usize >= wire.ports.len())
+        {
+            return Err(ClientError::Protocol(
+                "shard map names a shard without a port".into(),
+            ));
         }
         let mut connections = Vec::with_capacity(wire.ports.len());
         for port in &wire.ports {
@@ -124,7 +135,11 @@ impl Client {
     }
 
     pub async fn ping(&self) -> Result<(), ClientError> {
-        ok_body(self.connections[0].request(&Request::Ping, self.options.timeout).await?)?;
+        ok_body(
+            self.connections[0]
+                .request(&Request::Ping, self.options.timeout)
+                .await?,
+        )?;
         Ok(())
     }
 
@@ -132,15 +147,25 @@ impl Client {
         self.get_with(key, Consistency::Default).await
     }
 
-    pub async fn get_with(&self, key: &[u8], consistency: Consistency) -> Result<GetResult, ClientError> {
+    pub async fn get_with(
+        &self,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Result<GetResult, ClientError> {
         let request = Request::Get {
             key: Bytes::copy_from_slice(key),
             consistency,
         };
-        let response = self.connection_for(key).request(&request, self.options.timeout).await?;
+        let response = self
+            .connection_for(key)
+            .request(&request, self.options.timeout)
+            .await?;
         if response.status == Status::NotFound {
             if let ResponseBody::Get { context, .. } = response.body {
-                return Ok(GetResult { values: Vec::new(), context });
+                return Ok(GetResult {
+                    values: Vec::new(),
+                    context,
+                });
             }
             return Ok(GetResult::default());
         }
@@ -152,7 +177,12 @@ impl Client {
 
     /// Writes `value`, superseding the versions `context` covers (empty: none). Returns
     /// the context of the new version.
-    pub async fn put(&self, key: &[u8], value: &[u8], context: &[u8]) -> Result<Bytes, ClientError> {
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        context: &[u8],
+    ) -> Result<Bytes, ClientError> {
         let request = Request::Put {
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
@@ -172,16 +202,23 @@ impl Client {
     }
 
     async fn write(&self, key: &[u8], request: &Request) -> Result<Bytes, ClientError> {
-        let response = self.connection_for(key).request(request, self.options.timeout).await?;
+        let response = self
+            .connection_for(key)
+            .request(request, self.options.timeout)
+            .await?;
         match ok_body(response)? {
             ResponseBody::Written { context } => Ok(context),
-            _ => Err(ClientError::Protocol("write answered without a context".into())),
+            _ => Err(ClientError::Protocol(
+                "write answered without a context".into(),
+            )),
         }
     }
 
     /// Sends any request to the connection `key` routes to (benchmarks, tests).
     pub async fn request(&self, key: &[u8], request: &Request) -> Result<Response, ClientError> {
-        self.connection_for(key).request(request, self.options.timeout).await
+        self.connection_for(key)
+            .request(request, self.options.timeout)
+            .await
     }
 
     /// Number of shards (connections) this client routes over.

@@ -122,8 +122,11 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     for t in 0..threads {
         let mut mine = options.clone();
         // Spread connections and operations over the threads.
-        mine.connections = options.connections / threads + usize::from(t < options.connections % threads);
-        mine.ops = options.ops.map(|ops| ops / threads as u64 + u64::from((t as u64) < ops % threads as u64));
+        mine.connections =
+            options.connections / threads + usize::from(t < options.connections % threads);
+        mine.ops = options
+            .ops
+            .map(|ops| ops / threads as u64 + u64::from((t as u64) < ops % threads as u64));
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("bench-{t}"))
             .io_memory(1 << 20)
@@ -140,7 +143,9 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
         first_error: None,
     };
     for handle in handles {
-        let result = handle.join().map_err(|e| format!("client executor: {e}"))??;
+        let result = handle
+            .join()
+            .map_err(|e| format!("client executor: {e}"))??;
         report.gets.add(&result.gets).expect("same bounds");
         report.puts.add(&result.puts).expect("same bounds");
         report.errors += result.errors;
@@ -164,7 +169,10 @@ fn prefill(options: &BenchOptions) -> Result<(), String> {
         ..fill
     })?;
     if report.errors > 0 {
-        return Err(format!("prefill: {} errors, first: {:?}", report.errors, report.first_error));
+        return Err(format!(
+            "prefill: {} errors, first: {:?}",
+            report.errors, report.first_error
+        ));
     }
     Ok(())
 }
@@ -252,7 +260,9 @@ impl LoopState {
     fn record_error(&self, e: ClientError) -> bool {
         self.errors.set(self.errors.get() + 1);
         let fatal = matches!(e, ClientError::Closed(_) | ClientError::Io { .. });
-        self.first_error.borrow_mut().get_or_insert_with(|| e.to_string());
+        self.first_error
+            .borrow_mut()
+            .get_or_insert_with(|| e.to_string());
         !fatal
     }
 }
@@ -306,7 +316,13 @@ impl Worker {
                     }
                 }
             } else {
-                let context = self.state.contexts.borrow().get(&n).cloned().unwrap_or_default();
+                let context = self
+                    .state
+                    .contexts
+                    .borrow()
+                    .get(&n)
+                    .cloned()
+                    .unwrap_or_default();
                 match self.client.put(&key, &self.value, &context).await {
                     Ok(context) => {
                         record(&self.state.puts, started);

@@ -82,7 +82,7 @@ pub fn raise_memlock() -> Result<u64, StartupError> {
             limit.rlim_cur = limit.rlim_max;
         }
     }
-    let current = limit.rlim_cur as u64;
+    let current = limit.rlim_cur;
     if current < GLOMMIO_MEMLOCK_MIN_BYTES {
         return Err(env_err(format!(
             "RLIMIT_MEMLOCK is {} KiB but glommio needs at least {} KiB (it would fail with \
@@ -173,7 +173,9 @@ fn probe_direct_write(dir: &Path) -> std::io::Result<()> {
         unsafe { std::alloc::dealloc(block, layout) };
         match written? {
             4096 => Ok(()),
-            n => Err(std::io::Error::other(format!("short direct write of {n} bytes"))),
+            n => Err(std::io::Error::other(format!(
+                "short direct write of {n} bytes"
+            ))),
         }
     })();
     let _ = std::fs::remove_file(&probe);
@@ -221,7 +223,11 @@ fn listening_ports() -> Vec<u16> {
             if *state != LISTEN_STATE {
                 continue;
             }
-            if let Some(port) = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) {
+            if let Some(port) = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+            {
                 ports.push(port);
             }
         }
@@ -264,8 +270,13 @@ mod tests {
         let sized = size_io_memory(8 << 20, 2, 0).unwrap();
         assert!(sized * 2 + GLOMMIO_MEMLOCK_MIN_BYTES as usize <= 8 << 20);
         assert_eq!(sized % 4096, 0);
-        assert_eq!(size_io_memory(u64::MAX, 4, 0).unwrap(), IO_MEMORY_DEFAULT_BYTES);
-        let err = size_io_memory(8 << 20, 2, 10 << 20).unwrap_err().to_string();
+        assert_eq!(
+            size_io_memory(u64::MAX, 4, 0).unwrap(),
+            IO_MEMORY_DEFAULT_BYTES
+        );
+        let err = size_io_memory(8 << 20, 2, 10 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lower --io-memory"), "{err}");
     }
 
@@ -273,7 +284,9 @@ mod tests {
     fn a_listening_port_is_refused() {
         let taken = StdListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
-        let err = check_ports_free("127.0.0.1", &[port]).unwrap_err().to_string();
+        let err = check_ports_free("127.0.0.1", &[port])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SO_REUSEPORT"), "{err}");
     }
 

@@ -9,8 +9,8 @@
 pub mod checks;
 pub mod outbox;
 
-use std::sync::{mpsc, Arc};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use std::sync::{mpsc, Arc};
 
 use crate::config::ServerConfig;
 use crate::error::StartupError;
@@ -55,7 +55,10 @@ pub struct RunningNode {
 
 /// Checks the machine, then starts every shard and waits until all of them serve.
 pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
-    assert!(config.shards > 0 && config.shards < 1024, "shard count out of range");
+    assert!(
+        config.shards > 0 && config.shards < 1024,
+        "shard count out of range"
+    );
     checks::check_io_uring()?;
     let memlock = checks::raise_memlock()?;
     let io_memory = checks::size_io_memory(memlock, config.shards, config.io_memory_bytes)?;

@@ -18,7 +18,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
-use crate::protocol::{decode_request, encode_error_response, opcode, FrameHeader, Status, HEADER_LEN};
+use crate::protocol::{
+    decode_request, encode_error_response, opcode, FrameHeader, Status, HEADER_LEN,
+};
 use crate::runtime::outbox::Outbox;
 
 use super::dispatch::{self, Route};
@@ -151,7 +153,13 @@ impl Reader {
                 let request_id = FrameHeader::request_id_unchecked(&header_bytes);
                 let message = format!("not a ringkv frame: {e}; closing the connection");
                 self.outbox.push(false, |out| {
-                    encode_error_response(opcode::UNPARSED, request_id, Status::BadRequest, &message, out)
+                    encode_error_response(
+                        opcode::UNPARSED,
+                        request_id,
+                        Status::BadRequest,
+                        &message,
+                        out,
+                    )
                 });
                 return Step::Close;
             }
@@ -179,7 +187,10 @@ impl Reader {
         let mut frame = self.buf.split_to(frame_len).freeze();
         let body = frame.split_off(HEADER_LEN);
         match decode_request(&header, body, &self.shard.limits) {
-            Ok(request) => self.dispatch(header.request_id, header.opcode, request).await,
+            Ok(request) => {
+                self.dispatch(header.request_id, header.opcode, request)
+                    .await
+            }
             Err(e) => self.outbox.push(false, |out| {
                 encode_error_response(header.opcode, header.request_id, e.status, &e.message, out)
             }),

@@ -38,7 +38,10 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
 
 /// Whether `request`, run on this shard, needs no await (so the reader answers it).
 pub fn answers_at_once(request: &Request) -> bool {
-    matches!(request, Request::Ping | Request::ShardMap | Request::Get { .. })
+    matches!(
+        request,
+        Request::Ping | Request::ShardMap | Request::Get { .. }
+    )
 }
 
 /// Answers a request for which [`answers_at_once`] holds.
@@ -59,7 +62,12 @@ pub fn answer_at_once(
                 ports: shard.shard_ports.clone(),
                 vnodes: shard.shard_map.vnodes().to_vec(),
             };
-            encode_response(opcode, request_id, &Response::ok(ResponseBody::ShardMap(map)), out);
+            encode_response(
+                opcode,
+                request_id,
+                &Response::ok(ResponseBody::ShardMap(map)),
+                out,
+            );
         }
         Request::Get { key, consistency } => match check_replicas(*consistency) {
             Ok(()) => encode_get(shard, request_id, key, out),
@@ -150,7 +158,13 @@ pub async fn forward(
     }
     let mut frame = Vec::new();
     let message = format!("shard {owner}, which owns the key, is not running");
-    encode_error_response(opcode, request_id, Status::Unavailable, &message, &mut frame);
+    encode_error_response(
+        opcode,
+        request_id,
+        Status::Unavailable,
+        &message,
+        &mut frame,
+    );
     frame
 }
 

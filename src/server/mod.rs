@@ -108,8 +108,7 @@ fn engine_config(config: &ServerConfig, shard: usize, node_id: u64) -> EngineCon
         sync: config.sync,
         segment_bytes: config.commitlog_segment_bytes,
         buffer_bytes_max: config.commitlog_buffer_bytes_max,
-        // A key, a value, their versions and framing; siblings may add a few values.
-        record_bytes_max: config.key_bytes_max + 8 * config.value_bytes_max + (64 << 10),
+        record_bytes_max: config.record_bytes_max(),
         siblings_max: config.siblings_max,
     }
 }
@@ -146,8 +145,7 @@ async fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     let mut frame = Vec::new();
-                    dispatch::execute_local(&shard, request_id, opcode, request, &mut frame)
-                        .await;
+                    dispatch::execute_local(&shard, request_id, opcode, request, &mut frame).await;
                     shard.permits.signal(1);
                     let _ = reply.send_async(frame).await;
                 })

@@ -73,7 +73,13 @@ impl Engine {
         config: EngineConfig,
         queue: glommio::TaskQueueHandle,
     ) -> Result<Engine, StorageError> {
-        let log_dir = config.dir.join("commitlog");
+        // Absolute: glommio's directory handles misbehave with relative paths.
+        let dir = std::path::absolute(&config.dir).map_err(|source| StorageError::Io {
+            op: "resolve path",
+            path: config.dir.clone(),
+            source,
+        })?;
+        let log_dir = dir.join("commitlog");
         std::fs::create_dir_all(&log_dir).map_err(|source| StorageError::Io {
             op: "create dir",
             path: log_dir.clone(),
@@ -233,13 +239,18 @@ fn apply_record(memtable: &mut Memtable, kind: u8, payload: &[u8]) -> Result<(),
     }
     let key_len = buf.get_u16_le() as usize;
     if buf.len() < key_len {
-        return Err(format!("PUT record key length {key_len} overruns the record"));
+        return Err(format!(
+            "PUT record key length {key_len} overruns the record"
+        ));
     }
     let key = buf.split_to(key_len);
     let (versions, used) =
         VersionSet::decode(&buf).map_err(|e| format!("PUT record version set: {e}"))?;
     if used != buf.len() {
-        return Err(format!("PUT record has {} trailing bytes", buf.len() - used));
+        return Err(format!(
+            "PUT record has {} trailing bytes",
+            buf.len() - used
+        ));
     }
     memtable.merge(key, versions);
     Ok(())

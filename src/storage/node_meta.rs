@@ -76,7 +76,9 @@ impl NodeMeta {
         }
         let version = u32::from_le_bytes(b[VERSION_OFFSET..NODE_ID_OFFSET].try_into().unwrap());
         if version != FORMAT_VERSION {
-            return Err(format!("format version {version}, this build reads {FORMAT_VERSION}"));
+            return Err(format!(
+                "format version {version}, this build reads {FORMAT_VERSION}"
+            ));
         }
         let meta = NodeMeta {
             node_id: u64::from_le_bytes(b[NODE_ID_OFFSET..SHARDS_OFFSET].try_into().unwrap()),
@@ -190,7 +192,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = NodeMeta::load_or_create(dir.path(), 2, 16).unwrap();
         assert_eq!(NodeMeta::load_or_create(dir.path(), 2, 16).unwrap(), first);
-        let err = NodeMeta::load_or_create(dir.path(), 4, 16).unwrap_err().to_string();
+        let err = NodeMeta::load_or_create(dir.path(), 4, 16)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--shards 2"), "{err}");
     }
 }

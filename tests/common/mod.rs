@@ -62,7 +62,12 @@ impl Server {
     }
 
     /// Starts a server on `port` and waits until it answers PING, or returns why not.
-    pub fn start_on(data_dir: &Path, port: u16, shards: usize, extra: &[&str]) -> Result<Server, String> {
+    pub fn start_on(
+        data_dir: &Path,
+        port: u16,
+        shards: usize,
+        extra: &[&str],
+    ) -> Result<Server, String> {
         let log = data_dir.with_extension(format!("{port}.log"));
         let mut args: Vec<String> = vec![
             "server".into(),
@@ -105,7 +110,9 @@ impl Server {
                 self.child = None;
                 return Err(format!("exited with {status}: {}", self.output()));
             }
-            if let Ok(mut client) = BlockingClient::connect("127.0.0.1", self.port, Duration::from_secs(5)) {
+            if let Ok(mut client) =
+                BlockingClient::connect("127.0.0.1", self.port, Duration::from_secs(5))
+            {
                 if client.ping().is_ok() {
                     return Ok(());
                 }
@@ -131,7 +138,12 @@ impl Server {
 
     /// A client of one shard's own port.
     pub fn shard_client(&self, shard: usize) -> BlockingClient {
-        BlockingClient::connect("127.0.0.1", self.port + 1 + shard as u16, Duration::from_secs(30)).unwrap()
+        BlockingClient::connect(
+            "127.0.0.1",
+            self.port + 1 + shard as u16,
+            Duration::from_secs(30),
+        )
+        .unwrap()
     }
 
     /// SIGKILL, and reap.

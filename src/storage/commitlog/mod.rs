@@ -31,6 +31,7 @@ pub mod record;
 mod recovery;
 pub mod segment;
 mod sim;
+mod state;
 mod writer;
 
 #[cfg(test)]
@@ -55,7 +56,7 @@ pub use recovery::{recover, RecoveryReport, TornTail};
 pub use segment::{FORMAT_VERSION, MAGIC};
 pub use sim::{SimDisk, SimFileHandle};
 
-use writer::{Core, RollRequest, RollSlot, Shared};
+use state::{Core, RollRequest, RollSlot, Shared};
 
 /// 64 MiB segments: few files, and recycling one frees a useful amount of disk.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;

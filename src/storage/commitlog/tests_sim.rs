@@ -468,3 +468,30 @@ fn crash_keeps_every_durable_record_in_order() {
          past the durable watermark; {repaired} runs needed a tail cut or segment removal"
     );
 }
+
+#[test]
+fn dropping_every_handle_still_writes_what_was_queued() {
+    run(|| async {
+        let dir = temp_dir();
+        let disk = SimDisk::new();
+        let log = CommitLog::open_on(
+            disk.clone(),
+            config(dir.path(), 1 << 16, SyncMode::Batch),
+            queue(),
+        )
+        .await
+        .unwrap();
+        for i in 0..10 {
+            log.append(1, &payload(i, 200)).await.unwrap();
+        }
+        drop(log);
+        sleep(Duration::from_millis(20)).await; // the detached writer drains and stops
+        SimDisk::write_image(&disk.crash(9), dir.path()).unwrap();
+        let records = recover_all(dir.path(), RECORD_MAX).0;
+        assert_eq!(
+            records.len(),
+            10,
+            "written and synced by the background close"
+        );
+    });
+}

@@ -23,7 +23,7 @@ fn config(dir: &Path, sync: SyncPolicy) -> EngineConfig {
         sync,
         segment_bytes: 64 << 10,
         buffer_bytes_max: 1 << 20,
-        record_bytes_max: 1 << 20,
+        record_bytes_max: 32 << 10,
         siblings_max: 100,
     }
 }
@@ -53,22 +53,35 @@ async fn open(dir: &Path, sync: SyncPolicy) -> Engine {
 /// Live values of `key`, sorted (sibling order is not part of the contract).
 fn live(engine: &Engine, key: &[u8]) -> Vec<Vec<u8>> {
     let mut values: Vec<Vec<u8>> = engine.read(key, |v| {
-        v.map(|v| v.live_values().map(|x| x.value.as_ref().unwrap().to_vec()).collect())
-            .unwrap_or_default()
+        v.map(|v| {
+            v.live_values()
+                .map(|x| x.value.as_ref().unwrap().to_vec())
+                .collect()
+        })
+        .unwrap_or_default()
     });
     values.sort();
     values
 }
 
 fn context_of(engine: &Engine, key: &[u8]) -> Context {
-    engine.read(key, |v| v.map(|v| v.context()).unwrap_or_else(Context::empty))
+    engine.read(key, |v| {
+        v.map(|v| v.context()).unwrap_or_else(Context::empty)
+    })
 }
 
 #[derive(Clone, Debug)]
 enum Op {
     /// Write `value` to key `key`; with the context of a read of it, or blind.
-    Put { key: u8, value: u16, with_context: bool },
-    Delete { key: u8, with_context: bool },
+    Put {
+        key: u8,
+        value: u16,
+        with_context: bool,
+    },
+    Delete {
+        key: u8,
+        with_context: bool,
+    },
     Restart,
 }
 
@@ -89,10 +102,18 @@ fn check_against_model(ops: Vec<Op>, sync: SyncPolicy) {
         let mut model: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
         for op in ops {
             match op {
-                Op::Put { key, value, with_context } => {
+                Op::Put {
+                    key,
+                    value,
+                    with_context,
+                } => {
                     let key = vec![b'k', key];
                     let value = value.to_le_bytes().to_vec();
-                    let context = if with_context { context_of(&engine, &key) } else { Context::empty() };
+                    let context = if with_context {
+                        context_of(&engine, &key)
+                    } else {
+                        Context::empty()
+                    };
                     engine.write(&key, &context, Some(&value), 1).await.unwrap();
                     let siblings = model.entry(key).or_default();
                     if with_context {
@@ -102,7 +123,11 @@ fn check_against_model(ops: Vec<Op>, sync: SyncPolicy) {
                 }
                 Op::Delete { key, with_context } => {
                     let key = vec![b'k', key];
-                    let context = if with_context { context_of(&engine, &key) } else { Context::empty() };
+                    let context = if with_context {
+                        context_of(&engine, &key)
+                    } else {
+                        Context::empty()
+                    };
                     engine.write(&key, &context, None, 1).await.unwrap();
                     if with_context {
                         model.entry(key).or_default().clear();
@@ -153,7 +178,10 @@ fn concurrent_blind_writes_to_one_key_all_become_siblings_and_survive_restart() 
             .map(|i| {
                 let engine = engine.clone();
                 glommio::spawn_local(async move {
-                    engine.write(b"hot", &Context::empty(), Some(&i.to_le_bytes()), 1).await.unwrap();
+                    engine
+                        .write(b"hot", &Context::empty(), Some(&i.to_le_bytes()), 1)
+                        .await
+                        .unwrap();
                 })
             })
             .collect();
@@ -163,7 +191,10 @@ fn concurrent_blind_writes_to_one_key_all_become_siblings_and_survive_restart() 
         assert_eq!(live(&engine, b"hot").len(), 40);
         // One write with the context of what is there resolves them all.
         let context = context_of(&engine, b"hot");
-        engine.write(b"hot", &context, Some(b"merged"), 2).await.unwrap();
+        engine
+            .write(b"hot", &context, Some(b"merged"), 2)
+            .await
+            .unwrap();
         assert_eq!(live(&engine, b"hot"), vec![b"merged".to_vec()]);
         engine.close().await.unwrap();
         let engine = open(dir.path(), SyncPolicy::Batch).await;
@@ -178,13 +209,31 @@ fn too_many_siblings_are_refused_until_resolved() {
         let dir = test_dir();
         let engine = open(dir.path(), SyncPolicy::None).await;
         for i in 0..100u32 {
-            engine.write(b"k", &Context::empty(), Some(&i.to_le_bytes()), 1).await.unwrap();
+            engine
+                .write(b"k", &Context::empty(), Some(&i.to_le_bytes()), 1)
+                .await
+                .unwrap();
         }
-        let err = engine.write(b"k", &Context::empty(), Some(b"x"), 1).await.unwrap_err();
-        assert!(matches!(err, StorageError::TooManySiblings { count: 101, max: 100 }), "{err}");
+        let err = engine
+            .write(b"k", &Context::empty(), Some(b"x"), 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::TooManySiblings {
+                    count: 101,
+                    max: 100
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(err.status(), crate::protocol::Status::TooLarge);
         let context = context_of(&engine, b"k");
-        engine.write(b"k", &context, Some(b"resolved"), 2).await.unwrap();
+        engine
+            .write(b"k", &context, Some(b"resolved"), 2)
+            .await
+            .unwrap();
         assert_eq!(live(&engine, b"k"), vec![b"resolved".to_vec()]);
         engine.close().await.unwrap();
     });
@@ -198,7 +247,10 @@ fn a_batch_write_is_visible_only_once_durable_and_then_at_once() {
         let writer = {
             let engine = engine.clone();
             glommio::spawn_local(async move {
-                engine.write(b"k", &Context::empty(), Some(b"v"), 1).await.unwrap();
+                engine
+                    .write(b"k", &Context::empty(), Some(b"v"), 1)
+                    .await
+                    .unwrap();
             })
         };
         // Wait until the write is queued in the log but its fdatasync has not completed.
@@ -208,7 +260,10 @@ fn a_batch_write_is_visible_only_once_durable_and_then_at_once() {
             }
             futures_lite::future::yield_now().await;
         }
-        assert!(engine.pending.borrow().contains_key(b"k".as_ref()), "write never queued");
+        assert!(
+            engine.pending.borrow().contains_key(b"k".as_ref()),
+            "write never queued"
+        );
         // Not acknowledged yet: a read must not see it (a crash now could take it back).
         assert!(live(&engine, b"k").is_empty());
         writer.await;
