@@ -86,9 +86,25 @@ impl Engine {
             source,
         })?;
         let mut memtable = Memtable::default();
-        CommitLog::recover(&log_dir, config.record_bytes_max, |kind, payload| {
+        let report = CommitLog::recover(&log_dir, config.record_bytes_max, |kind, payload| {
             apply_record(&mut memtable, kind, payload)
         })?;
+        if let Some(torn) = &report.torn_tail {
+            eprintln!(
+                "ringkv: {}: torn tail cut at byte {} ({} bytes dropped: {}); writes there \
+                 were never acknowledged",
+                torn.path.display(),
+                torn.offset,
+                torn.bytes_dropped,
+                torn.reason
+            );
+        }
+        if let Some(path) = &report.removed_segment {
+            eprintln!(
+                "ringkv: {}: removed a segment whose creation a crash interrupted (no data)",
+                path.display()
+            );
+        }
         let sync = match config.sync {
             SyncPolicy::Batch => SyncMode::Batch,
             SyncPolicy::Periodic { period_ms } => SyncMode::Periodic { period_ms },
