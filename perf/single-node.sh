@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Single-node figures for perf/README.md: `ringkv bench` against one `ringkv server`
 # (2 shards) on this machine, 100-byte values, 50 connections, closed loop, 50% reads
-# over 100k prefilled keys. Runs: batch vs periodic sync, and shard-aware vs direct
+# over 100k prefilled keys, each configuration run 3 times. Runs: batch vs periodic sync, and shard-aware vs direct
 # vs forced-forwarding routing (the cost of the cross-core hop).
 #
 # Usage: perf/single-node.sh [seconds per run, default 10]
@@ -42,12 +42,14 @@ start_server() { # sync args...
 run() { # title, server args (quoted), bench args...
   local title="$1" server_args="$2"; shift 2
   start_server $server_args
-  local cmd="$bin bench --port $port --connections 50 --value-size 100 --keys 100000 --read-ratio 0.5 --prefill --duration $seconds $*"
+  "$bin" bench --port "$port" --keys 100000 --value-size 100 --connections 50 --prefill --ops 1 >/dev/null
+  local cmd="$bin bench --port $port --connections 50 --value-size 100 --keys 100000 --read-ratio 0.5 --duration $seconds $*"
   {
     echo "### $title"
     echo "server: $bin server --data-dir $data --port $port --shards 2 $server_args"
-    echo "bench:  $cmd"
-    $cmd
+    echo "prefill: $bin bench --port $port --keys 100000 --value-size 100 --connections 50 --prefill --ops 1"
+    echo "bench (3 runs):  $cmd"
+    for _ in 1 2 3; do $cmd; done
     echo
   } | tee -a "$out"
 }

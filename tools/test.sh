@@ -5,6 +5,7 @@
 #
 # Needs only the Rust toolchain today; packages later tests need are installed here.
 set -euo pipefail
+shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
@@ -17,7 +18,13 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --all-targets -- -D warnings
-step "cargo test"
-cargo test --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 step "cargo test --doc"
-cargo test --doc
+cargo test --doc 2>&1 | tee -a "$log"
+step "cargo test (unit, property, integration)"
+cargo test --all-targets 2>&1 | tee -a "$log"
+
+# One closing line with the totals of every test binary above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\nringkv: %d passed, %d failed\n", p, f }' "$log"

@@ -6,8 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ahash::AHashMap;
-use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
@@ -16,6 +15,7 @@ use crate::protocol::{
     decode_response, encode_request, FrameHeader, Request, Response, HEADER_LEN,
 };
 use crate::runtime::outbox::Outbox;
+use crate::runtime::socket::ReadBuffer;
 
 /// Largest response body the client accepts (a GET with many large siblings).
 const RESPONSE_BODY_BYTES_MAX: usize = 64 << 20;
@@ -147,8 +147,10 @@ async fn read_loop(
     failed: Rc<RefCell<Option<String>>>,
     outbox: Rc<Outbox>,
 ) {
-    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut input = ReadBuffer::default();
     let reason = loop {
+        let buf = &mut input.buf;
+        let mut pending = 0;
         while buf.len() >= HEADER_LEN {
             let header_bytes: [u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().unwrap();
             let header = match FrameHeader::decode(&header_bytes) {
@@ -170,7 +172,7 @@ async fn read_loop(
                 return;
             }
             if buf.len() < frame_len {
-                buf.reserve(frame_len - buf.len());
+                pending = frame_len - buf.len();
                 break;
             }
             let mut frame = buf.split_to(frame_len).freeze();
@@ -182,11 +184,9 @@ async fn read_loop(
                 let _ = tx.send(result);
             }
         }
-        let start = buf.len();
-        buf.resize(start + (buf.capacity() - start).max(16 << 10), 0);
-        match stream.read(&mut buf[start..]).await {
+        match input.fill(&mut stream, pending).await {
             Ok(0) => break "closed by the server".to_string(),
-            Ok(n) => buf.truncate(start + n),
+            Ok(_) => {}
             Err(e) => break format!("read: {e}"),
         }
     };

@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod outbox;
+pub mod socket;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use std::sync::{mpsc, Arc};

@@ -13,8 +13,7 @@
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 
-use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
@@ -22,12 +21,10 @@ use crate::protocol::{
     decode_request, encode_error_response, opcode, FrameHeader, Status, HEADER_LEN,
 };
 use crate::runtime::outbox::Outbox;
+use crate::runtime::socket::ReadBuffer;
 
 use super::dispatch::{self, Route};
 use super::Shard;
-
-/// Bytes asked of the socket per read when no bigger frame is pending.
-const READ_CHUNK_BYTES: usize = 16 << 10;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let write_half = match dup_stream(&stream) {
@@ -43,7 +40,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let mut reader = Reader {
         shard,
         stream,
-        buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        input: ReadBuffer::default(),
+        pending: 0,
         outbox: outbox.clone(),
         in_flight,
     };
@@ -84,7 +82,9 @@ struct Reader {
     shard: Rc<Shard>,
     stream: TcpStream,
     /// Received bytes not yet parsed into frames.
-    buf: BytesMut,
+    input: ReadBuffer,
+    /// Bytes the frame at the front of `input` still needs.
+    pending: usize,
     outbox: Rc<Outbox>,
     /// Requests of this connection whose responses are not written yet.
     in_flight: Rc<Semaphore>,
@@ -95,11 +95,12 @@ impl Reader {
     /// (true: close the connection after the error frame).
     async fn run(&mut self) -> bool {
         loop {
-            while self.buf.len() >= HEADER_LEN {
+            self.pending = 0;
+            while self.input.buf.len() >= HEADER_LEN {
                 match self.next_frame().await {
                     Step::Dispatched => {}
                     Step::NeedBytes(n) => {
-                        self.buf.reserve(n);
+                        self.pending = n;
                         break;
                     }
                     Step::Skip(n) => {
@@ -119,26 +120,22 @@ impl Reader {
 
     /// Reads more bytes; false on end of stream or error.
     async fn fill(&mut self) -> bool {
-        let start = self.buf.len();
-        let want = (self.buf.capacity() - start).max(READ_CHUNK_BYTES);
-        self.buf.resize(start + want, 0);
-        let result = self.stream.read(&mut self.buf[start..]).await;
-        let n = result.unwrap_or(0);
-        self.buf.truncate(start + n);
-        n > 0
+        let pending = self.pending;
+        matches!(self.input.fill(&mut self.stream, pending).await, Ok(n) if n > 0)
     }
 
     /// Discards the body of a refused frame without buffering it; false if the stream
     /// ended first.
     async fn skip(&mut self, mut remaining: usize) -> bool {
         loop {
-            let here = remaining.min(self.buf.len());
-            let _ = self.buf.split_to(here);
+            let here = remaining.min(self.input.buf.len());
+            let _ = self.input.buf.split_to(here);
             remaining -= here;
             if remaining == 0 {
                 return true;
             }
-            self.buf.clear();
+            self.input.buf.clear();
+            self.pending = 0;
             if !self.fill().await {
                 return false;
             }
@@ -146,7 +143,7 @@ impl Reader {
     }
 
     async fn next_frame(&mut self) -> Step {
-        let header_bytes: [u8; HEADER_LEN] = self.buf[..HEADER_LEN].try_into().unwrap();
+        let header_bytes: [u8; HEADER_LEN] = self.input.buf[..HEADER_LEN].try_into().unwrap();
         let header = match FrameHeader::decode(&header_bytes) {
             Ok(header) => header,
             Err(e) => {
@@ -176,15 +173,15 @@ impl Reader {
             self.outbox.push(false, |out| {
                 encode_error_response(header.opcode, header.request_id, status, &message, out)
             });
-            let _ = self.buf.split_to(HEADER_LEN);
+            let _ = self.input.buf.split_to(HEADER_LEN);
             return Step::Skip(header.body_len as usize);
         }
         let frame_len = HEADER_LEN + header.body_len as usize;
-        if self.buf.len() < frame_len {
+        if self.input.buf.len() < frame_len {
             self.in_flight.signal(1);
-            return Step::NeedBytes(frame_len - self.buf.len());
+            return Step::NeedBytes(frame_len - self.input.buf.len());
         }
-        let mut frame = self.buf.split_to(frame_len).freeze();
+        let mut frame = self.input.buf.split_to(frame_len).freeze();
         let body = frame.split_off(HEADER_LEN);
         match decode_request(&header, body, &self.shard.limits) {
             Ok(request) => {
