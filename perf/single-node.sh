@@ -2,7 +2,8 @@
 # Single-node figures for perf/README.md: `ringkv bench` against one `ringkv server`
 # (2 shards) on this machine, 100-byte values, 50 connections, closed loop, 50% reads
 # over 100k prefilled keys, each configuration run 3 times. Runs: batch vs periodic sync, and shard-aware vs direct
-# vs forced-forwarding routing (the cost of the cross-core hop).
+# vs forced-forwarding routing (the cost of the cross-core hop), unpipelined and with
+# 32 requests in flight per connection (where the hop stands out from the syscalls).
 #
 # Usage: perf/single-node.sh [seconds per run, default 10]
 # Writes perf/results/single-node-<date>.txt with the machine, the commands and output.
@@ -43,7 +44,7 @@ run() { # title, server args (quoted), bench args...
   local title="$1" server_args="$2"; shift 2
   start_server $server_args
   "$bin" bench --port "$port" --keys 100000 --value-size 100 --connections 50 --prefill --ops 1 >/dev/null
-  local cmd="$bin bench --port $port --connections 50 --value-size 100 --keys 100000 --read-ratio 0.5 --duration $seconds $*"
+  local cmd="$bin bench --port $port --value-size 100 --keys 100000 --read-ratio 0.5 --duration $seconds $*"
   {
     echo "### $title"
     echo "server: $bin server --data-dir $data --port $port --shards 2 $server_args"
@@ -63,9 +64,11 @@ run() { # title, server args (quoted), bench args...
   echo
 } | tee "$out"
 
-run "batch sync, shard-aware" "--sync batch" --routing aware
-run "periodic sync (10 ms), shard-aware" "--sync periodic --sync-period-ms 10" --routing aware
-run "periodic sync, direct (SO_REUSEPORT spreads connections; ~1/2 of keys hop)" "--sync periodic --sync-period-ms 10" --routing direct
-run "periodic sync, forced forwarding (every request hops a core)" "--sync periodic --sync-period-ms 10" --routing forward
-run "batch sync, forced forwarding" "--sync batch" --routing forward
+run "batch sync, shard-aware" "--sync batch" --routing aware --connections 50
+run "periodic sync (10 ms), shard-aware" "--sync periodic --sync-period-ms 10" --routing aware --connections 50
+run "periodic sync, direct (SO_REUSEPORT spreads connections; ~1/2 of keys hop)" "--sync periodic --sync-period-ms 10" --routing direct --connections 50
+run "periodic sync, forced forwarding (every request hops a core)" "--sync periodic --sync-period-ms 10" --routing forward --connections 50
+run "batch sync, forced forwarding" "--sync batch" --routing forward --connections 50
+run "pipelined (8 connections x 32 in flight), periodic sync, shard-aware" "--sync periodic --sync-period-ms 10" --routing aware --connections 8 --pipeline 32
+run "pipelined (8 connections x 32 in flight), periodic sync, forced forwarding" "--sync periodic --sync-period-ms 10" --routing forward --connections 8 --pipeline 32
 echo "results in $out"

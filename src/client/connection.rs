@@ -1,12 +1,12 @@
 //! One pipelined client connection.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 use ahash::AHashMap;
-use futures_lite::{AsyncWriteExt, FutureExt};
+use futures_lite::FutureExt;
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
@@ -15,7 +15,7 @@ use crate::protocol::{
     decode_response, encode_request, FrameHeader, Request, Response, HEADER_LEN,
 };
 use crate::runtime::outbox::Outbox;
-use crate::runtime::socket::ReadBuffer;
+use crate::runtime::socket::{send_all, ReadBuffer};
 
 /// Largest response body the client accepts (a GET with many large siblings).
 const RESPONSE_BODY_BYTES_MAX: usize = 64 << 20;
@@ -45,16 +45,17 @@ impl Connection {
         stream
             .set_nodelay(true)
             .map_err(|e| io("set_nodelay")(e.into()))?;
-        let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-        if fd < 0 {
-            return Err(io("dup")(std::io::Error::last_os_error()));
-        }
-        let write_half = unsafe { TcpStream::from_raw_fd(fd) };
         let outbox = Rc::new(Outbox::default());
         let waiting = Rc::new(RefCell::new(Waiting::default()));
         let failed = Rc::new(RefCell::new(None));
+        // The reader reads the stream; the writer sends on its raw descriptor and holds
+        // a second reference so the descriptor stays open (and is not reused by another
+        // socket) until both have ended.
+        let fd = stream.as_raw_fd();
+        let stream = Rc::new(RefCell::new(stream));
         let writer = glommio::spawn_local(write_loop(
-            write_half,
+            fd,
+            stream.clone(),
             outbox.clone(),
             failed.clone(),
             waiting.clone(),
@@ -126,13 +127,14 @@ fn fail_all(waiting: &RefCell<Waiting>, failed: &RefCell<Option<String>>, reason
 }
 
 async fn write_loop(
-    mut stream: TcpStream,
+    fd: RawFd,
+    _open: Rc<RefCell<TcpStream>>,
     outbox: Rc<Outbox>,
     failed: Rc<RefCell<Option<String>>>,
     waiting: Rc<RefCell<Waiting>>,
 ) {
     while let Some((buf, _frames)) = outbox.take().await {
-        if let Err(e) = stream.write_all(&buf).await {
+        if let Err(e) = send_all(fd, &buf).await {
             fail_all(&waiting, &failed, format!("write: {e}"));
             outbox.abort();
             return;
@@ -141,13 +143,19 @@ async fn write_loop(
     }
 }
 
+#[expect(
+    clippy::await_holding_refcell_ref,
+    reason = "the reader is the stream's only borrower; the writer only keeps it open"
+)]
 async fn read_loop(
-    mut stream: TcpStream,
+    stream: Rc<RefCell<TcpStream>>,
     waiting: Rc<RefCell<Waiting>>,
     failed: Rc<RefCell<Option<String>>>,
     outbox: Rc<Outbox>,
 ) {
     let mut input = ReadBuffer::default();
+    // Only this task borrows the stream; the writer uses its descriptor.
+    let mut stream = stream.borrow_mut();
     let reason = loop {
         let buf = &mut input.buf;
         let mut pending = 0;
@@ -184,7 +192,7 @@ async fn read_loop(
                 let _ = tx.send(result);
             }
         }
-        match input.fill(&mut stream, pending).await {
+        match input.fill(&mut *stream, pending).await {
             Ok(0) => break "closed by the server".to_string(),
             Ok(_) => {}
             Err(e) => break format!("read: {e}"),

@@ -15,10 +15,13 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
 use crate::client::{Client, ClientError, ClientOptions, Routing};
+use crate::runtime::watchdog::{self, Liveness};
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -119,7 +122,17 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     let threads = options.threads.min(options.connections);
     let start = Instant::now();
     let mut handles = Vec::new();
+    let mut guarded: Vec<(watchdog::Tick, Arc<Liveness>)> = Vec::new();
     for t in 0..threads {
+        let (tick_tx, ticks) = flume::bounded::<()>(1);
+        let live = Arc::new(Liveness::default());
+        let tick = move || {
+            !matches!(
+                tick_tx.try_send(()),
+                Err(flume::TrySendError::Disconnected(_))
+            )
+        };
+        guarded.push((Box::new(tick), live.clone()));
         let mut mine = options.clone();
         // Spread connections and operations over the threads.
         mine.connections =
@@ -130,10 +143,21 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("bench-{t}"))
             .io_memory(1 << 20)
-            .spawn(move || run_thread(mine, t as u64))
+            .spawn(move || async move {
+                live.running();
+                let watched = glommio::spawn_local(async move {
+                    while ticks.recv_async().await.is_ok() {
+                        live.tick();
+                    }
+                });
+                let result = run_thread(mine, t as u64).await;
+                drop(watched);
+                result
+            })
             .map_err(|e| format!("starting a client executor: {e}"))?;
         handles.push(handle);
     }
+    watchdog::start("bench executor", guarded);
     let mut report = BenchReport {
         elapsed: Duration::ZERO,
         gets: new_histogram(),

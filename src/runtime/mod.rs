@@ -9,9 +9,12 @@
 pub mod checks;
 pub mod outbox;
 pub mod socket;
+pub mod watchdog;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use std::sync::{mpsc, Arc};
+
+use watchdog::Liveness;
 
 use crate::config::ServerConfig;
 use crate::error::StartupError;
@@ -29,6 +32,8 @@ pub enum ShardMsg {
         request: Request,
         reply: flume::Sender<Vec<u8>>,
     },
+    /// Nothing to do: the watchdog's periodic nudge (see [`watchdog`]).
+    Tick,
     /// Stop serving, make the commit log durable, and end the executor.
     Shutdown,
 }
@@ -43,6 +48,7 @@ pub struct ShardSetup {
     pub peers: Vec<flume::Sender<ShardMsg>>,
     /// Told once the shard serves (or why it could not start).
     pub ready: mpsc::Sender<Result<(), StartupError>>,
+    pub liveness: Arc<Liveness>,
 }
 
 /// A running node: its shard threads and their inboxes.
@@ -84,6 +90,7 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
         .collect();
     let senders: Vec<_> = channels.iter().map(|(tx, _)| tx.clone()).collect();
     let (ready_tx, ready_rx) = mpsc::channel();
+    let liveness: Vec<Arc<Liveness>> = (0..config.shards).map(|_| Arc::default()).collect();
     let mut threads = Vec::new();
     for (shard, (_, inbox)) in channels.into_iter().enumerate() {
         let setup = ShardSetup {
@@ -94,6 +101,7 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
             inbox,
             peers: senders.clone(),
             ready: ready_tx.clone(),
+            liveness: liveness[shard].clone(),
         };
         let placement = if config.pin_cores {
             Placement::Fixed(shard % num_cpus())
@@ -110,6 +118,12 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
         threads.push(handle);
     }
     drop(ready_tx);
+    let targets = senders
+        .iter()
+        .zip(liveness)
+        .map(|(inbox, live)| (watchdog::tick_over(inbox.clone(), || ShardMsg::Tick), live))
+        .collect();
+    watchdog::start("shard", targets);
     for _ in 0..config.shards {
         match ready_rx.recv() {
             Ok(Ok(())) => {}

@@ -49,3 +49,44 @@ impl ReadBuffer {
         result
     }
 }
+
+/// Writes all of `buf` to the socket `fd` with non-blocking `send(2)` calls, waiting with
+/// a short, growing sleep when the socket buffer is full.
+///
+/// Why not glommio's `AsyncWrite`: its write path drops a pending POLLOUT source (and
+/// cancels it) whenever a later direct send succeeds; under pipelined load we saw a
+/// connection's reads stop completing for good — sockets full of unread requests, even
+/// after the peer closed — which such a cancel landing on a reused source would
+/// explain. A full send buffer is rare (the peer stopped reading), so sleeping instead
+/// of polling for writability costs nothing in the common case.
+pub async fn send_all(fd: std::os::fd::RawFd, mut buf: &[u8]) -> std::io::Result<()> {
+    const BACKOFF_START: std::time::Duration = std::time::Duration::from_micros(20);
+    const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(2);
+    let mut backoff = BACKOFF_START;
+    while !buf.is_empty() {
+        // SAFETY: `buf` is a valid slice; the kernel only reads it.
+        let sent = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent >= 0 {
+            buf = &buf[sent as usize..];
+            backoff = BACKOFF_START;
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        match err.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => {
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}

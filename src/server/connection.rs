@@ -1,19 +1,17 @@
 //! One client connection: a reader that parses and dispatches frames, a writer that
 //! sends responses in batches.
 //!
-//! The socket is split by duplicating its descriptor (glommio's `TcpStream` has no
-//! split): the reader owns one handle, the writer task the other, and they meet only
-//! in the connection's [`Outbox`]. Limits: a connection has at most
+//! The reader owns the socket (a glommio `TcpStream`); the writer task sends on its raw
+//! descriptor ([`send_all`]) and the two meet only in the connection's [`Outbox`]. Limits: a connection has at most
 //! `connection_requests_max` requests whose responses are not yet written, and the
 //! shard at most `shard_requests_max` requests in progress; past either, the reader
 //! stops reading its socket. A frame whose header is not ringkv's gets an error frame
 //! and the connection is closed; a body over the frame limit is refused (TooLarge)
 //! and skipped without being buffered.
 
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
@@ -21,22 +19,21 @@ use crate::protocol::{
     decode_request, encode_error_response, opcode, FrameHeader, Status, HEADER_LEN,
 };
 use crate::runtime::outbox::Outbox;
-use crate::runtime::socket::ReadBuffer;
+use crate::runtime::socket::{send_all, ReadBuffer};
 
 use super::dispatch::{self, Route};
 use super::Shard;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let write_half = match dup_stream(&stream) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ringkv: shard {}: dup of a client socket: {e}", shard.id);
-            return;
-        }
-    };
     let outbox = Rc::new(Outbox::default());
     let in_flight = Rc::new(Semaphore::new(shard.connection_requests_max as u64));
-    let writer = glommio::spawn_local(write_loop(write_half, outbox.clone(), in_flight.clone()));
+    // The writer sends on the raw descriptor; the reader's stream owns (and closes) it,
+    // and is dropped only after the writer has ended.
+    let writer = glommio::spawn_local(write_loop(
+        stream.as_raw_fd(),
+        outbox.clone(),
+        in_flight.clone(),
+    ));
     let mut reader = Reader {
         shard,
         stream,
@@ -57,17 +54,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
 }
 
-fn dup_stream(stream: &TcpStream) -> std::io::Result<TcpStream> {
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { TcpStream::from_raw_fd(fd) })
-}
-
-async fn write_loop(mut stream: TcpStream, outbox: Rc<Outbox>, in_flight: Rc<Semaphore>) {
+async fn write_loop(fd: RawFd, outbox: Rc<Outbox>, in_flight: Rc<Semaphore>) {
     while let Some((buf, frames)) = outbox.take().await {
-        if stream.write_all(&buf).await.is_err() {
+        if send_all(fd, &buf).await.is_err() {
             outbox.abort();
             in_flight.close();
             return;
@@ -75,7 +64,6 @@ async fn write_loop(mut stream: TcpStream, outbox: Rc<Outbox>, in_flight: Rc<Sem
         outbox.recycle(buf);
         in_flight.signal(frames as u64);
     }
-    let _ = stream.flush().await;
 }
 
 struct Reader {

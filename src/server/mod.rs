@@ -21,6 +21,7 @@ use crate::config::ServerConfig;
 use crate::error::StartupError;
 use crate::protocol::Limits;
 use crate::ring::ShardMap;
+use crate::runtime::watchdog::Liveness;
 use crate::runtime::{ShardMsg, ShardSetup};
 use crate::storage::{Engine, EngineConfig};
 
@@ -54,6 +55,7 @@ pub async fn run_shard(setup: ShardSetup) {
         inbox,
         peers,
         ready,
+        liveness,
     } = setup;
     let background = glommio::executor().create_task_queue(
         Shares::Static(1000),
@@ -94,8 +96,9 @@ pub async fn run_shard(setup: ShardSetup) {
     for listener in listeners {
         glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
     }
+    liveness.running();
     let _ = ready.send(Ok(()));
-    serve_inbox(&shard, inbox).await;
+    serve_inbox(&shard, inbox, &liveness).await;
     if let Err(e) = shard.engine.close().await {
         eprintln!("ringkv: shard {id}: closing the commit log: {e}");
     }
@@ -130,7 +133,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 /// Serves requests forwarded by other shards until told to shut down.
-async fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
+async fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<ShardMsg>, liveness: &Liveness) {
     while let Ok(message) = inbox.recv_async().await {
         match message {
             ShardMsg::Forward {
@@ -151,6 +154,7 @@ async fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<ShardMsg>) {
                 })
                 .detach();
             }
+            ShardMsg::Tick => liveness.tick(),
             ShardMsg::Shutdown => return,
         }
     }
