@@ -126,13 +126,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     for t in 0..threads {
         let (tick_tx, ticks) = flume::bounded::<()>(1);
         let live = Arc::new(Liveness::default());
-        let tick = move || {
-            !matches!(
-                tick_tx.try_send(()),
-                Err(flume::TrySendError::Disconnected(_))
-            )
-        };
-        guarded.push((Box::new(tick), live.clone()));
+        guarded.push((watchdog::tick_over(tick_tx, || ()), live.clone()));
         let mut mine = options.clone();
         // Spread connections and operations over the threads.
         mine.connections =
