@@ -9,7 +9,8 @@
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md)
 //! - [`storage`]   per-shard engine: memtable, direct-I/O commit log, node metadata
-//! - [`runtime`]   start-up checks, one executor per shard, cross-shard messages, outbox
+//! - [`runtime`]   start-up checks, one executor per shard, cross-shard messages, outbox,
+//!   socket reads/writes, and the watchdog that wakes an executor glommio left asleep
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner)
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one
 //! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms

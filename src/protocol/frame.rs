@@ -11,7 +11,7 @@
 //!      8     4  body_len    u32 LE, bytes of body that follow
 //! ```
 
-use super::Status;
+use super::{RequestError, Status};
 
 /// First byte of every frame. Chosen to be neither ASCII nor a RESP type byte, so a
 /// text client that reaches this port is told so at once.
@@ -169,6 +169,28 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// Checks what every frame's header must agree with, request or response: no flags in
+/// v1, and a body of exactly `body_len` bytes.
+pub(crate) fn check_header_matches_body(
+    header: &FrameHeader,
+    body: &[u8],
+) -> Result<(), RequestError> {
+    if header.flags != 0 {
+        return Err(RequestError::bad_request(format!(
+            "flags 0x{:02x}; protocol v1 requires 0",
+            header.flags
+        )));
+    }
+    if body.len() as u64 != u64::from(header.body_len) {
+        return Err(RequestError::bad_request(format!(
+            "body is {} bytes, header says {}",
+            body.len(),
+            header.body_len
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

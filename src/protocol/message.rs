@@ -11,7 +11,7 @@
 use bytes::Bytes;
 
 use super::codec::{check_context_len, put_bytes_u16, put_bytes_u32, put_context, Reader};
-use super::frame::{begin_frame, finish_frame};
+use super::frame::{begin_frame, check_header_matches_body, finish_frame};
 use super::{opcode, FrameHeader, Limits, RequestError};
 
 /// How many replicas must answer a read or acknowledge a write (R or W).
@@ -237,19 +237,7 @@ fn check_request_frame(
     body: &Bytes,
     limits: &Limits,
 ) -> Result<(), RequestError> {
-    if header.flags != 0 {
-        return Err(RequestError::bad_request(format!(
-            "flags 0x{:02x}; protocol v1 requires 0",
-            header.flags
-        )));
-    }
-    if body.len() as u64 != u64::from(header.body_len) {
-        return Err(RequestError::bad_request(format!(
-            "body is {} bytes, header says {}",
-            body.len(),
-            header.body_len
-        )));
-    }
+    check_header_matches_body(header, body)?;
     limits.check_body_len(header.body_len).map_err(|status| {
         RequestError::new(
             status,

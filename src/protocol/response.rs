@@ -18,7 +18,7 @@
 use bytes::Bytes;
 
 use super::codec::{put_bytes_u16, put_bytes_u32, put_context, put_u16, put_u64, Reader};
-use super::frame::{begin_frame, finish_frame};
+use super::frame::{begin_frame, check_header_matches_body, finish_frame};
 use super::{opcode, FrameHeader, RequestError, ShardMap, Status};
 
 /// Bytes a GET value takes on the wire besides the value itself.
@@ -296,19 +296,7 @@ fn check_response_frame(
             )))
         }
     };
-    if header.flags != 0 {
-        return Err(RequestError::bad_request(format!(
-            "flags 0x{:02x}; protocol v1 requires 0",
-            header.flags
-        )));
-    }
-    if body.len() as u64 != u64::from(header.body_len) {
-        return Err(RequestError::bad_request(format!(
-            "body is {} bytes, header says {}",
-            body.len(),
-            header.body_len
-        )));
-    }
+    check_header_matches_body(header, body)?;
     Ok(answered)
 }
 

@@ -4,7 +4,8 @@
 //! `LocalExecutor` per shard (pinned to a core unless told otherwise). Shards share
 //! nothing mutable: each gets an immutable [`ShardMap`] (`Arc`, read-only) and a sender
 //! to every other shard's inbox. A request for a key another shard owns crosses as a
-//! [`ShardMsg::Forward`] and its encoded response comes back on the reply channel.
+//! [`ShardMsg::Forward`] and its encoded response comes back on the reply channel. A
+//! [`watchdog`] thread ticks every shard and signals one that stops taking ticks.
 
 pub mod checks;
 pub mod outbox;
