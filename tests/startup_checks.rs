@@ -149,3 +149,74 @@ fn a_tmpfs_data_dir_is_refused() {
     let _ = std::fs::remove_dir_all(&data);
     assert!(message.contains("tmpfs"), "{message}");
 }
+
+/// A seccomp profile that blocks io_uring (as Docker's default does) gets a message
+/// that names io_uring and seccomp, not a glommio panic.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn io_uring_blocked_by_seccomp_is_refused_with_the_reason() {
+    const SYS_IO_URING_SETUP: u32 = 425;
+    let dir = test_dir("seccomp");
+    let port = free_ports(2).to_string();
+    let data = dir.join("data").display().to_string();
+    let mut command = Command::new(BIN);
+    command.args([
+        "server",
+        "--data-dir",
+        &data,
+        "--port",
+        &port,
+        "--shards",
+        "1",
+        "--no-pin",
+    ]);
+    unsafe {
+        command.pre_exec(|| {
+            // Load the syscall number; io_uring_setup → ENOSYS, everything else allowed.
+            let filter = [
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: SYS_IO_URING_SETUP,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | libc::ENOSYS as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
+            ];
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut _,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "server started without io_uring");
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("io_uring is unavailable") && message.contains("seccomp"),
+        "{message}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
