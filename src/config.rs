@@ -12,16 +12,11 @@ pub const DEFAULT_PORT: u16 = 7700;
 /// Where data lives when no `--data-dir` is given: under the current directory.
 pub const DEFAULT_DATA_DIR: &str = "ringkv-data";
 
-/// When commit-log records become durable before a write is acknowledged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncPolicy {
-    /// Acknowledge after the group commit's fdatasync (the default: survives power loss).
-    Batch,
-    /// Acknowledge once queued; fdatasync every `period_ms` (a crash loses up to a period).
-    Periodic { period_ms: u64 },
-    /// Never fdatasync (tests and benchmarks only: a crash of the machine loses data).
-    None,
-}
+/// When commit-log records become durable before a write is acknowledged: `Batch`
+/// (after the group commit's fdatasync; the default), `Periodic { period_ms }`
+/// (acknowledge at once, fdatasync every period), `None` (never; tests only). The
+/// commit log's own type, named here for the server's configuration.
+pub use crate::storage::commitlog::SyncMode as SyncPolicy;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {

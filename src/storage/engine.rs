@@ -20,7 +20,7 @@ use std::rc::Rc;
 use ahash::AHashMap;
 use bytes::{Buf, Bytes};
 
-use super::commitlog::{CommitLog, CommitLogConfig, SyncMode, Ticket};
+use super::commitlog::{CommitLog, CommitLogConfig, Ticket};
 use super::keylock::KeyLocks;
 use super::memtable::Memtable;
 use super::StorageError;
@@ -105,16 +105,11 @@ impl Engine {
                 path.display()
             );
         }
-        let sync = match config.sync {
-            SyncPolicy::Batch => SyncMode::Batch,
-            SyncPolicy::Periodic { period_ms } => SyncMode::Periodic { period_ms },
-            SyncPolicy::None => SyncMode::None,
-        };
         let log = CommitLog::open(
             CommitLogConfig {
                 dir: log_dir,
                 segment_bytes: config.segment_bytes,
-                sync,
+                sync: config.sync,
                 record_bytes_max: config.record_bytes_max,
                 buffer_bytes_max: config.buffer_bytes_max,
             },
