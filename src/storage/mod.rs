@@ -7,10 +7,13 @@
 //! already goes through [`Engine::read`], the only place that needs to learn about them.
 
 pub mod commitlog;
+pub mod compaction;
 pub mod engine;
 pub mod keylock;
+pub mod manifest;
 pub mod memtable;
 pub mod node_meta;
+pub mod sstable;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,1 @@
+//! The manifest (being written).
