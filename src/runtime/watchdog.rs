@@ -1,13 +1,16 @@
 //! A watchdog for glommio executors that fall asleep with work pending.
 //!
-//! Why a watchdog: under pipelined load, a glommio 0.9 executor was seen (Linux 6.18,
-//! a 2-core VM) asleep in `io_uring_enter` on its main ring while completions for its
-//! latency ring (socket reads, timers) and foreign wake-ups went unnoticed: its sockets
-//! full of unread requests, its commit-log timer not firing, for as long as nothing
-//! else arrived on the main ring (10 s and more). A shard that has not taken a tick for
-//! [`WATCHDOG_KICK_AFTER`] gets a signal, which interrupts the wait and lets the kernel
-//! run the pending completion work; the executor then drains every ring. A healthy
-//! shard costs one channel message per tick and is never signalled.
+//! Why a watchdog: under pipelined load, glommio 0.9 executors were seen (Linux 6.18, a
+//! 2-core VM) asleep in `io_uring_enter` on their main ring while socket reads, timers
+//! and foreign wake-ups went unnoticed, for 10 s and more, until an unrelated
+//! completion came. The cause found: glommio had mis-probed the disk as supporting
+//! polled I/O (see `prime_direct_reads` in the storage engine, which now prevents
+//! it), so commit-log writes went to its poll ring, whose completions nothing polls
+//! while the executor sleeps. With the probe fixed no stall was seen in 46 pipelined
+//! runs; the watchdog stays as a guard against any other way for an executor to sleep
+//! through its work: an executor that has not taken a tick for [`WATCHDOG_KICK_AFTER`]
+//! gets a signal, which interrupts the wait, and the executor then drains every ring.
+//! A healthy executor costs one channel message per tick and is never signalled.
 //!
 //! The same watchdog guards the server's shards and the load generator's client
 //! executors: each executor runs a task that takes ticks and bumps its [`Liveness`].

@@ -2,10 +2,11 @@
 //! sends responses in batches.
 //!
 //! The reader owns the socket (a glommio `TcpStream`); the writer task sends on its raw
-//! descriptor ([`send_all`]) and the two meet only in the connection's [`Outbox`]. Limits: a connection has at most
-//! `connection_requests_max` requests whose responses are not yet written, and the
-//! shard at most `shard_requests_max` requests in progress; past either, the reader
-//! stops reading its socket. A frame whose header is not ringkv's gets an error frame
+//! descriptor ([`send_all`]) and the two meet only in the connection's [`Outbox`].
+//!
+//! Limits: a connection has at most `connection_requests_max` requests whose responses
+//! are not yet written, and the shard at most `shard_requests_max` requests in
+//! progress; past either, the reader stops reading its socket. A frame whose header is not ringkv's gets an error frame
 //! and the connection is closed; a body over the frame limit is refused (TooLarge)
 //! and skipped without being buffered.
 

@@ -14,7 +14,7 @@
 //!   [`crate::version`]): replaying records in any order ends in the same state.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use ahash::AHashMap;
@@ -79,6 +79,7 @@ impl Engine {
             path: config.dir.clone(),
             source,
         })?;
+        prime_direct_reads(&dir).await?;
         let log_dir = dir.join("commitlog");
         std::fs::create_dir_all(&log_dir).map_err(|source| StorageError::Io {
             op: "create dir",
@@ -228,6 +229,32 @@ impl Engine {
     pub async fn close(&self) -> Result<(), StorageError> {
         Ok(self.log.close().await?)
     }
+}
+
+/// Name of the 4 KiB file each shard opens first (see [`prime_direct_reads`]).
+const IOPOLL_PROBE_FILE: &str = "iopoll-probe";
+
+/// Opens a non-empty file with O_DIRECT before anything else on this executor.
+///
+/// glommio 0.9 decides once per thread and device whether the device supports polled
+/// I/O, by reading the first block of the first `DmaFile` opened there; if that file
+/// is empty (a commit-log segment just created) the read returns nothing, counts as
+/// success, and every later direct read on the thread fails with EOPNOTSUPP on a
+/// device without poll queues. Reading a real 4 KiB block first gets the right answer.
+async fn prime_direct_reads(dir: &Path) -> Result<(), StorageError> {
+    let probe = dir.join(IOPOLL_PROBE_FILE);
+    let io = |op: &'static str, source| StorageError::Io {
+        op,
+        path: probe.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("create dir", e))?;
+    if std::fs::metadata(&probe).map(|m| m.len()).unwrap_or(0) < 4096 {
+        std::fs::write(&probe, [0u8; 4096]).map_err(|e| io("write", e))?;
+    }
+    crate::storage::sstable::prime_iopoll_probe(&probe)
+        .await
+        .map_err(|e| io("open (O_DIRECT probe)", e))
 }
 
 /// `key_len u16 | key | version set`.
