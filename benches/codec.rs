@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot-path codecs and data structures: frame encode/decode,
-//! version-set coordinate/sync/encode/decode, and the memtable.
+//! version-set coordinate/sync/encode/decode, the memtable, SSTable blocks and the
+//! bloom filter. Run with `cargo bench`.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -160,5 +161,87 @@ fn memtable(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, protocol, versions, memtable);
+/// A ~4 KiB data block of 100-byte values, as the SSTable writer makes them.
+fn block_payload() -> Vec<u8> {
+    use ringkv::storage::sstable::block::encode_entry;
+    let mut payload = Vec::new();
+    let value = vec![b'v'; 100];
+    let mut i = 0u32;
+    while payload.len() < 4000 {
+        encode_entry(&mut payload, format!("key-{i:010}").as_bytes(), &value);
+        i += 1;
+    }
+    payload
+}
+
+fn sstable_blocks(c: &mut Criterion) {
+    use ringkv::storage::sstable::block::{decode_block, encode_block, find_in_block};
+    use ringkv::storage::sstable::Compression;
+    let mut group = c.benchmark_group("sstable block 4 KiB");
+    let payload = block_payload();
+    group.throughput(Throughput::Bytes(payload.len() as u64));
+    for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
+        let mut frame = Vec::with_capacity(8192);
+        group.bench_function(format!("encode {name}"), |b| {
+            b.iter(|| {
+                frame.clear();
+                encode_block(&mut frame, black_box(&payload), compression)
+            })
+        });
+        group.bench_function(format!("decode {name}"), |b| {
+            b.iter(|| decode_block(black_box(&frame)).unwrap())
+        });
+    }
+    let decoded = Bytes::from(payload.clone());
+    group.bench_function("find last key", |b| {
+        b.iter(|| find_in_block(black_box(&decoded), b"key-0000000033").unwrap())
+    });
+    group.finish();
+}
+
+fn bloom_filter(c: &mut Criterion) {
+    use ringkv::storage::sstable::bloom::{Bloom, BloomBuilder};
+    let mut group = c.benchmark_group("bloom 10 bits/key, 100k keys");
+    let keys: Vec<Vec<u8>> = (0..100_000u32)
+        .map(|i| format!("key-{i:010}").into_bytes())
+        .collect();
+    group.bench_function("build", |b| {
+        b.iter(|| {
+            let mut builder = BloomBuilder::new(10);
+            for key in &keys {
+                builder.add_key(key);
+            }
+            builder.finish()
+        })
+    });
+    let mut builder = BloomBuilder::new(10);
+    for key in &keys {
+        builder.add_key(key);
+    }
+    let bloom = Bloom::decode(Bytes::from(builder.finish())).unwrap();
+    let mut i = 0usize;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("query present", |b| {
+        b.iter(|| {
+            i = (i + 7919) % keys.len();
+            bloom.may_contain(black_box(&keys[i]))
+        })
+    });
+    group.bench_function("query absent", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            bloom.may_contain(black_box(format!("absent-{i}").as_bytes()))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    protocol,
+    versions,
+    memtable,
+    sstable_blocks,
+    bloom_filter
+);
 criterion_main!(benches);

@@ -14,6 +14,7 @@
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner)
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one
 //! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms
+//! - [`inspect`]   `ringkv commitlog dump` / `ringkv sstable dump` for operators
 //!
 //! # A write, walked through
 //!
@@ -39,6 +40,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod inspect;
 pub mod loadgen;
 pub mod protocol;
 pub mod ring;

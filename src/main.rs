@@ -87,6 +87,22 @@ enum Command {
     },
     /// Closed-loop load: throughput and latency percentiles
     Bench(BenchArgs),
+    /// Inspect a commit-log segment
+    Commitlog {
+        #[command(subcommand)]
+        action: DumpAction,
+    },
+    /// Inspect an SSTable
+    Sstable {
+        #[command(subcommand)]
+        action: DumpAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DumpAction {
+    /// Print every record (or entry) of FILE, stopping at damage with its offset
+    Dump { file: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -229,6 +245,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench(args),
+        Command::Commitlog {
+            action: DumpAction::Dump { file },
+        } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            ringkv::inspect::dump_commitlog(&file, &mut out).map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sstable {
+            action: DumpAction::Dump { file },
+        } => dump_sstable(file),
     }
 }
 
@@ -315,6 +341,39 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs the SSTable inspector on a small glommio executor (tables are read with
+/// O_DIRECT). glommio must first open a non-empty file on the table's device (see
+/// `prime_direct_reads` in the engine), so a 4 KiB probe is written next to the table.
+fn dump_sstable(file: PathBuf) -> anyhow::Result<ExitCode> {
+    runtime::checks::raise_memlock()?;
+    let dir = file
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let probe = dir.join(format!(".ringkv-dump-probe-{}", std::process::id()));
+    std::fs::write(&probe, [0u8; 4096])
+        .with_context(|| format!("writing the O_DIRECT probe {}", probe.display()))?;
+    let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn({
+            let probe = probe.clone();
+            move || async move {
+                ringkv::storage::sstable::prime_iopoll_probe(&probe)
+                    .await
+                    .map_err(|e| format!("open {}: {e}", probe.display()))?;
+                let mut out = std::io::BufWriter::new(std::io::stdout());
+                ringkv::inspect::dump_sstable(&file, &mut out).await?;
+                std::io::Write::flush(&mut out).map_err(|e| e.to_string())
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("executor: {e}"));
+    let _ = std::fs::remove_file(&probe);
+    result?.map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

@@ -25,8 +25,8 @@
 //! `builder` (sync), `disk` (the write trait), `writer` (async writes), `table`
 //! (open, get, iter), `cache`.
 
-mod block;
-mod bloom;
+pub mod block;
+pub mod bloom;
 mod builder;
 mod cache;
 mod disk;
