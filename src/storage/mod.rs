@@ -8,6 +8,7 @@
 
 pub mod commitlog;
 pub mod compaction;
+mod direct;
 pub mod engine;
 pub mod keylock;
 pub mod manifest;

@@ -58,16 +58,7 @@ impl SegmentFile for DmaFile {
         let len = buf.len();
         debug_assert_eq!(pos % segment::BLOCK_BYTES, 0);
         debug_assert_eq!(len as u64 % segment::BLOCK_BYTES, 0);
-        let written = DmaFile::write_at(self, buf, pos).await.map_err(os_error)?;
-        if written != len {
-            // O_DIRECT writes of aligned blocks are not short unless the disk is full;
-            // the caller treats any error as fatal, so there is no partial-write retry.
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {len} bytes at {pos}"),
-            ));
-        }
-        Ok(())
+        crate::storage::direct::write_all_at(self, buf, pos).await
     }
 
     async fn fdatasync(&self) -> io::Result<()> {

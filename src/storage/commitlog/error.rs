@@ -66,11 +66,4 @@ impl LogError {
     }
 }
 
-/// The OS error inside a glommio error, so that `raw_os_error()` still works.
-pub(crate) fn os_error(e: glommio::GlommioError<()>) -> io::Error {
-    match e {
-        glommio::GlommioError::EnhancedIoError { source, .. } => source,
-        glommio::GlommioError::IoError(source) => source,
-        other => other.into(),
-    }
-}
+pub(crate) use crate::storage::direct::os_error;

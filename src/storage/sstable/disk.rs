@@ -44,15 +44,7 @@ impl TableFile for DmaFile {
         let len = buf.len();
         debug_assert_eq!(pos % IO_ALIGN_BYTES, 0);
         debug_assert_eq!(len as u64 % IO_ALIGN_BYTES, 0);
-        let written = DmaFile::write_at(self, buf, pos).await.map_err(os_error)?;
-        if written != len {
-            // Aligned O_DIRECT writes are short only when the disk is full.
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {written} of {len} bytes at {pos}"),
-            ));
-        }
-        Ok(())
+        crate::storage::direct::write_all_at(self, buf, pos).await
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {

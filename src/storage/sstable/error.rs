@@ -42,14 +42,7 @@ impl SstError {
     }
 }
 
-/// The OS error inside a glommio error, so that `raw_os_error()` still works.
-pub(crate) fn os_error(e: glommio::GlommioError<()>) -> io::Error {
-    match e {
-        glommio::GlommioError::EnhancedIoError { source, .. } => source,
-        glommio::GlommioError::IoError(source) => source,
-        other => other.into(),
-    }
-}
-
 /// Shorthand for results of this layer.
 pub type Result<T> = std::result::Result<T, SstError>;
+
+pub(crate) use crate::storage::direct::os_error;
