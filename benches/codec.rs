@@ -199,6 +199,18 @@ fn sstable_blocks(c: &mut Criterion) {
     group.finish();
 }
 
+fn checksums(c: &mut Criterion) {
+    let mut group = c.benchmark_group("crc32c");
+    for len in [128usize, 4096] {
+        let data = vec![0x5Au8; len];
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_function(format!("{len} B"), |b| {
+            b.iter(|| crc32c::crc32c(black_box(&data)))
+        });
+    }
+    group.finish();
+}
+
 fn bloom_filter(c: &mut Criterion) {
     use ringkv::storage::sstable::bloom::{Bloom, BloomBuilder};
     let mut group = c.benchmark_group("bloom 10 bits/key, 100k keys");
@@ -242,6 +254,7 @@ criterion_group!(
     versions,
     memtable,
     sstable_blocks,
-    bloom_filter
+    bloom_filter,
+    checksums
 );
 criterion_main!(benches);
