@@ -182,13 +182,8 @@ pub async fn dump_sstable(path: &Path, out: &mut dyn Write) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{run, temp_dir as test_dir};
     use crate::version::{Context, Versioned};
-
-    fn test_dir() -> tempfile::TempDir {
-        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-data");
-        std::fs::create_dir_all(base).unwrap();
-        tempfile::tempdir_in(base).unwrap()
-    }
 
     fn versions(value: &[u8]) -> VersionSet {
         let v = Versioned {
@@ -268,17 +263,12 @@ mod tests {
         std::fs::write(&path, image).unwrap();
         let probe = dir.path().join("probe");
         std::fs::write(&probe, [0u8; 4096]).unwrap();
-        let out = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .spawn(move || async move {
-                prime_iopoll_probe(&probe).await.unwrap();
-                let mut out = Vec::new();
-                dump_sstable(&path, &mut out).await.unwrap();
-                String::from_utf8(out).unwrap()
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        let out = run(move || async move {
+            prime_iopoll_probe(&probe).await.unwrap();
+            let mut out = Vec::new();
+            dump_sstable(&path, &mut out).await.unwrap();
+            String::from_utf8(out).unwrap()
+        });
         assert!(out.contains("50 entries"), "{out}");
         assert!(
             out.contains("key \"k000\" clock {00000000000000ab:1} values [5 µs] \"v0\""),

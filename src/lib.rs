@@ -48,3 +48,6 @@ pub mod runtime;
 pub mod server;
 pub mod storage;
 pub mod version;
+
+#[cfg(test)]
+mod test_support;

@@ -67,39 +67,34 @@ impl Drop for KeyGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glommio::{LocalExecutorBuilder, Placement};
+    use crate::test_support::run;
     use std::cell::Cell;
 
     #[test]
     fn writes_to_one_key_never_overlap() {
-        LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(1 << 16)
-            .spawn(|| async {
-                let locks = Rc::new(KeyLocks::default());
-                let inside = Rc::new(Cell::new(0u32));
-                let done = Rc::new(Cell::new(0u32));
-                let mut tasks = Vec::new();
-                for _ in 0..20 {
-                    let (locks, inside, done) = (locks.clone(), inside.clone(), done.clone());
-                    tasks.push(glommio::spawn_local(async move {
-                        let key = Bytes::from_static(b"k");
-                        let _guard = locks.lock(&key).await;
-                        inside.set(inside.get() + 1);
-                        assert_eq!(inside.get(), 1, "two writers inside one key");
-                        glommio::yield_if_needed().await;
-                        glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
-                        inside.set(inside.get() - 1);
-                        done.set(done.get() + 1);
-                    }));
-                }
-                for task in tasks {
-                    task.await;
-                }
-                assert_eq!(done.get(), 20);
-                assert_eq!(locks.held_count(), 0);
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        run(|| async {
+            let locks = Rc::new(KeyLocks::default());
+            let inside = Rc::new(Cell::new(0u32));
+            let done = Rc::new(Cell::new(0u32));
+            let mut tasks = Vec::new();
+            for _ in 0..20 {
+                let (locks, inside, done) = (locks.clone(), inside.clone(), done.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    let key = Bytes::from_static(b"k");
+                    let _guard = locks.lock(&key).await;
+                    inside.set(inside.get() + 1);
+                    assert_eq!(inside.get(), 1, "two writers inside one key");
+                    glommio::yield_if_needed().await;
+                    glommio::timer::sleep(std::time::Duration::from_micros(50)).await;
+                    inside.set(inside.get() - 1);
+                    done.set(done.get() + 1);
+                }));
+            }
+            for task in tasks {
+                task.await;
+            }
+            assert_eq!(done.get(), 20);
+            assert_eq!(locks.held_count(), 0);
+        });
     }
 }

@@ -440,11 +440,7 @@ mod tests {
 
     use super::*;
 
-    fn test_dir() -> tempfile::TempDir {
-        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-data");
-        fs::create_dir_all(base).unwrap();
-        tempfile::tempdir_in(base).unwrap()
-    }
+    use crate::test_support::temp_dir as test_dir;
 
     fn table(id: u64, smallest: &'static [u8], largest: &'static [u8]) -> TableMeta {
         TableMeta {

@@ -267,10 +267,21 @@ impl VersionSet {
 
 /// Joins two entry lists sorted by node (dvvset `sync2`).
 fn merge_entries(a: &[Entry], b: &[Entry]) -> Vec<Entry> {
+    merge_sorted(a, b, |x, y| x.node.cmp(&y.node), merge_entry)
+}
+
+/// Walks two lists sorted by `order` (each without duplicates) into one: an element on
+/// one side only is kept as it is, two equal elements become `join(a, b)`.
+fn merge_sorted<T: Clone>(
+    a: &[T],
+    b: &[T],
+    order: impl Fn(&T, &T) -> Ordering,
+    join: impl Fn(&T, &T) -> T,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(a.len().max(b.len()));
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
-        match a[i].node.cmp(&b[j].node) {
+        match order(&a[i], &b[j]) {
             Ordering::Less => {
                 out.push(a[i].clone());
                 i += 1;
@@ -280,7 +291,7 @@ fn merge_entries(a: &[Entry], b: &[Entry]) -> Vec<Entry> {
                 j += 1;
             }
             Ordering::Equal => {
-                out.push(merge_entry(&a[i], &b[j]));
+                out.push(join(&a[i], &b[j]));
                 i += 1;
                 j += 1;
             }
@@ -326,26 +337,5 @@ fn vv_descends(a: &[Entry], b: &[Entry]) -> bool {
 
 /// Sorted union without duplicates of two sorted, duplicate-free lists.
 fn union_sorted(a: &[Versioned], b: &[Versioned]) -> Vec<Versioned> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            Ordering::Less => {
-                out.push(a[i].clone());
-                i += 1;
-            }
-            Ordering::Greater => {
-                out.push(b[j].clone());
-                j += 1;
-            }
-            Ordering::Equal => {
-                out.push(a[i].clone());
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
+    merge_sorted(a, b, Versioned::cmp, |x, _| x.clone())
 }

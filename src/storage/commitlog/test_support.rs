@@ -1,35 +1,10 @@
 //! Helpers shared by the commit log's tests.
 
-use std::future::Future;
 use std::path::Path;
 
 use super::{recover, RecoveryReport};
 
-/// Runs `f` on a fresh glommio executor (unbound, small io_memory: tests run in parallel
-/// under an 8 MiB RLIMIT_MEMLOCK) and returns its output.
-pub fn run<G, F, T>(f: G) -> T
-where
-    G: FnOnce() -> F + Send + 'static,
-    F: Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(f)
-        .expect("spawn executor")
-        .join()
-        .expect("executor thread")
-}
-
-/// A temporary directory on a real disk (O_DIRECT fails on tmpfs).
-pub fn temp_dir() -> tempfile::TempDir {
-    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/target");
-    std::fs::create_dir_all(base).expect("target dir");
-    tempfile::Builder::new()
-        .prefix("commitlog-test-")
-        .tempdir_in(base)
-        .expect("temp dir")
-}
+pub use crate::test_support::{run, temp_dir};
 
 /// The current task queue, for `open`.
 pub fn queue() -> glommio::TaskQueueHandle {

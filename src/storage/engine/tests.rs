@@ -4,17 +4,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use glommio::{LocalExecutorBuilder, Placement, Shares};
+use glommio::Shares;
 use proptest::prelude::*;
 
 use super::*;
-
-fn test_dir() -> tempfile::TempDir {
-    // O_DIRECT needs a real disk: target/ is on the same filesystem as the checkout.
-    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-data");
-    std::fs::create_dir_all(base).unwrap();
-    tempfile::tempdir_in(base).unwrap()
-}
+use crate::test_support::{run, temp_dir as test_dir};
 
 fn config(dir: &Path, sync: SyncPolicy) -> EngineConfig {
     EngineConfig {
@@ -26,19 +20,6 @@ fn config(dir: &Path, sync: SyncPolicy) -> EngineConfig {
         record_bytes_max: 32 << 10,
         siblings_max: 100,
     }
-}
-
-fn run<F, Fut>(f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap();
 }
 
 async fn open(dir: &Path, sync: SyncPolicy) -> Engine {

@@ -11,6 +11,7 @@ use proptest::prelude::*;
 use super::block::decode_block;
 use super::footer::{decode_index, Footer, IndexEntry};
 use super::*;
+use crate::test_support::{temp_dir, test_data_dir};
 
 /// Runs `f` on a fresh glommio executor (small io_memory: tests run in parallel), after
 /// [`prime_iopoll_probe`] so that creating an empty file first does not break reads.
@@ -35,20 +36,6 @@ where
         .expect("spawn executor")
         .join()
         .expect("executor thread")
-}
-
-fn test_data_dir() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-data"));
-    std::fs::create_dir_all(&dir).expect("test data dir");
-    dir
-}
-
-/// A temporary directory on a real disk (O_DIRECT fails on tmpfs).
-fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("sstable-test-")
-        .tempdir_in(test_data_dir())
-        .expect("temp dir")
 }
 
 fn options(block_bytes: u32, compression: Compression) -> TableOptions {
