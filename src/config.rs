@@ -52,6 +52,15 @@ pub struct ServerConfig {
     /// Most siblings one key may hold; a write that would make more is refused until a
     /// client resolves them (reads, then writes with the context it got).
     pub siblings_max: usize,
+    /// A shard's memtable is sealed and flushed to an SSTable once it holds this much.
+    pub memtable_bytes: usize,
+    /// Each shard's block cache budget.
+    pub cache_bytes: usize,
+    /// Deleted keys keep their tombstones at least this long before compaction may drop
+    /// them: the time hints, read repair and anti-entropy get to carry the delete to
+    /// every replica. A replica that has not seen the delete by then can bring the old
+    /// value back.
+    pub gc_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +95,14 @@ impl Default for ServerConfig {
             // Riak warns at 25 and refuses at 100: past that, reads get slow and
             // something is writing blind in a loop.
             siblings_max: 100,
+            // 64 MiB: flushes of a useful size, two of them (one sealed, one active)
+            // per shard in memory.
+            memtable_bytes: 64 << 20,
+            // 64 MiB per shard holds the hot blocks; the OS page cache is bypassed
+            // (O_DIRECT), so this is the only read cache.
+            cache_bytes: 64 << 20,
+            // Cassandra's default: 10 days, time for an operator to repair a node.
+            gc_grace_secs: 10 * 24 * 3600,
         }
     }
 }
@@ -142,6 +159,9 @@ impl ServerConfig {
                 self.record_bytes_max()
             ));
         }
+        if self.memtable_bytes < 64 << 10 {
+            return Err("--memtable-bytes must be at least 64 KiB".into());
+        }
         if let SyncPolicy::Periodic { period_ms } = self.sync {
             if period_ms == 0 {
                 return Err("--sync-period-ms must be at least 1".into());
@@ -156,6 +176,28 @@ impl ServerConfig {
         self.key_bytes_max
             .saturating_add(self.value_bytes_max.saturating_mul(8))
             .saturating_add(64 << 10)
+    }
+
+    /// The storage engine's settings for the shard whose directory is `dir`.
+    pub fn engine(&self, dir: PathBuf, node_id: u64) -> crate::storage::EngineConfig {
+        crate::storage::EngineConfig {
+            dir,
+            node_id,
+            sync: self.sync,
+            segment_bytes: self.commitlog_segment_bytes,
+            buffer_bytes_max: self.commitlog_buffer_bytes_max,
+            record_bytes_max: self.record_bytes_max(),
+            siblings_max: self.siblings_max,
+            memtable_bytes: self.memtable_bytes,
+            // One sealed memtable flushing while the next fills: writes wait only if a
+            // flush takes longer than filling a whole memtable.
+            sealed_memtables_max: 1,
+            cache_bytes: self.cache_bytes,
+            gc_grace_us: self.gc_grace_secs.saturating_mul(1_000_000),
+            table: Default::default(),
+            compaction: Default::default(),
+            table_file_bytes_max: u64::MAX,
+        }
     }
 
     pub fn limits(&self) -> crate::protocol::Limits {

@@ -140,6 +140,15 @@ struct ServerArgs {
     /// io_uring registered memory per shard in bytes (default: sized from RLIMIT_MEMLOCK)
     #[arg(long)]
     io_memory: Option<usize>,
+    /// Memtable size per shard at which it is flushed to an SSTable
+    #[arg(long)]
+    memtable_bytes: Option<usize>,
+    /// Block cache per shard in bytes
+    #[arg(long)]
+    cache_bytes: Option<usize>,
+    /// Seconds a deleted key's tombstone is kept before compaction may drop it
+    #[arg(long)]
+    gc_grace_secs: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -284,6 +293,9 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
             .shard_requests_max
             .unwrap_or(defaults.shard_requests_max),
         io_memory_bytes: args.io_memory.unwrap_or(defaults.io_memory_bytes),
+        memtable_bytes: args.memtable_bytes.unwrap_or(defaults.memtable_bytes),
+        cache_bytes: args.cache_bytes.unwrap_or(defaults.cache_bytes),
+        gc_grace_secs: args.gc_grace_secs.unwrap_or(defaults.gc_grace_secs),
         ..defaults
     };
     config.validate().map_err(anyhow::Error::msg)?;

@@ -190,7 +190,7 @@ impl Reader {
             return;
         }
         let route = dispatch::route(shard, &request);
-        if route == Route::Here && dispatch::answers_at_once(&request) {
+        if route == Route::Here && dispatch::answers_at_once(shard, &request) {
             self.outbox.push(false, |out| {
                 dispatch::answer_at_once(shard, request_id, opcode, &request, out)
             });

@@ -2,8 +2,9 @@
 //!
 //! A request for a key is executed on the shard that owns the key's token; any other
 //! shard forwards it ([`forward`]). Requests that need no await — PING, SHARD_MAP and a
-//! GET on the owning shard — are answered inline by the connection's reader
-//! ([`answer_at_once`]); writes wait for the commit log and run as their own task.
+//! GET on the owning shard that memory answers (a memtable holds the key, or no table's
+//! filter admits it) — are answered inline by the connection's reader
+//! ([`answer_at_once`]); writes, and reads that go to the tables, run as their own task.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,7 @@ use crate::protocol::{
     ResponseBody, ShardMap as WireShardMap, Status,
 };
 use crate::runtime::ShardMsg;
-use crate::version::Context;
+use crate::version::{Context, VersionSet};
 
 use super::Shard;
 
@@ -36,12 +37,14 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
     }
 }
 
-/// Whether `request`, run on this shard, needs no await (so the reader answers it).
-pub fn answers_at_once(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::Ping | Request::ShardMap | Request::Get { .. }
-    )
+/// Whether `request`, run on this shard, needs no await (so the reader answers it at
+/// once, in the same poll: nothing can change in between).
+pub fn answers_at_once(shard: &Shard, request: &Request) -> bool {
+    match request {
+        Request::Ping | Request::ShardMap => true,
+        Request::Get { key, .. } => shard.engine.read_now(key, |_| ()).is_some(),
+        Request::Put { .. } | Request::Delete { .. } => false,
+    }
 }
 
 /// Answers a request for which [`answers_at_once`] holds.
@@ -90,6 +93,21 @@ pub async fn execute_local(
     out: &mut Vec<u8>,
 ) {
     let (key, context, value, consistency) = match request {
+        Request::Get { key, consistency } => {
+            if let Err(message) = check_replicas(consistency) {
+                encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+                return;
+            }
+            match shard.engine.get(&key).await {
+                Ok(versions) => encode_versions(request_id, versions.as_ref(), out),
+                Err(e) => {
+                    let message = format!("shard {}: {e}", shard.id);
+                    eprintln!("ringkv: GET failed: {message}");
+                    encode_error_response(opcode, request_id, e.status(), &message, out);
+                }
+            }
+            return;
+        }
         Request::Put {
             key,
             value,
@@ -168,24 +186,31 @@ pub async fn forward(
     frame
 }
 
+/// Answers a GET from memory; the caller checked that memory can
+/// ([`answers_at_once`]).
 fn encode_get(shard: &Shard, request_id: u32, key: &[u8], out: &mut Vec<u8>) {
-    shard.engine.read(key, |versions| {
-        let Some(versions) = versions else {
-            encode_get_response(request_id, Status::NotFound, &[], std::iter::empty(), out);
-            return;
-        };
-        let context = versions.context().encode();
-        let values: Vec<(u64, &[u8])> = versions
-            .values()
-            .filter_map(|v| v.value.as_deref().map(|bytes| (v.timestamp_us, bytes)))
-            .collect();
-        let status = if values.is_empty() {
-            Status::NotFound
-        } else {
-            Status::Ok
-        };
-        encode_get_response(request_id, status, &context, values.into_iter(), out);
-    });
+    shard
+        .engine
+        .read_now(key, |versions| encode_versions(request_id, versions, out))
+        .expect("answers_at_once said memory answers this read");
+}
+
+fn encode_versions(request_id: u32, versions: Option<&VersionSet>, out: &mut Vec<u8>) {
+    let Some(versions) = versions else {
+        encode_get_response(request_id, Status::NotFound, &[], std::iter::empty(), out);
+        return;
+    };
+    let context = versions.context().encode();
+    let values: Vec<(u64, &[u8])> = versions
+        .values()
+        .filter_map(|v| v.value.as_deref().map(|bytes| (v.timestamp_us, bytes)))
+        .collect();
+    let status = if values.is_empty() {
+        Status::NotFound
+    } else {
+        Status::Ok
+    };
+    encode_get_response(request_id, status, &context, values.into_iter(), out);
 }
 
 /// A single node holds one replica of each key (N = 1): ONE, QUORUM and ALL all mean

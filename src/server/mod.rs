@@ -105,15 +105,7 @@ pub async fn run_shard(setup: ShardSetup) {
 }
 
 fn engine_config(config: &ServerConfig, shard: usize, node_id: u64) -> EngineConfig {
-    EngineConfig {
-        dir: config.data_dir.join(format!("shard-{shard:03}")),
-        node_id,
-        sync: config.sync,
-        segment_bytes: config.commitlog_segment_bytes,
-        buffer_bytes_max: config.commitlog_buffer_bytes_max,
-        record_bytes_max: config.record_bytes_max(),
-        siblings_max: config.siblings_max,
-    }
+    config.engine(config.data_dir.join(format!("shard-{shard:03}")), node_id)
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {

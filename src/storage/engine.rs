@@ -1,38 +1,73 @@
-//! One shard's storage engine: memtable in front, commit log behind.
+//! One shard's storage engine: a log-structured merge tree of version sets.
+//!
+//! ```text
+//!  write ─▶ commit log (O_DIRECT, group commit) ─▶ active memtable
+//!                                                    │ at memtable_bytes: sealed
+//!                                                    ▼
+//!  read ──▶ active ▶ sealed (newest first) ▶ tables  sealed memtables ──flush──▶ SSTable
+//!                                              ▲                                  │
+//!                                              └──── manifest lists the live ◀────┘
+//!                                                    tables; compaction merges them
+//! ```
 //!
 //! Write path ([`Engine::write`]): hold the key (see [`super::keylock`]), read the stored
-//! version set (pending writes first, then the memtable), let the version layer make the
-//! new set ([`VersionSet::coordinate`]), append it to the commit log, and — under
-//! `batch` sync — wait for the group commit's fdatasync before the new set becomes
+//! version set (pending writes, the memtables, then the tables), let the version layer
+//! make the new set ([`VersionSet::coordinate`]), append it to the commit log, and —
+//! under `batch` sync — wait for the group commit's fdatasync before the new set becomes
 //! visible to reads and the write is acknowledged. The key is released as soon as the
 //! record is queued, so the next write to the same key can join the same group commit:
 //! it reads the *pending* set, which is why pending sets are kept apart from the
 //! memtable. A read therefore never returns a version that a crash could take back.
 //!
+//! Because every write builds on everything stored for its key, the newest memtable
+//! holding a key has a set that descends from all older copies: reads stop there. Tables
+//! are merged instead (see `tables.rs` for why).
+//!
+//! Flush (`jobs.rs`): when the active memtable reaches `memtable_bytes` it is sealed and
+//! the log rolls to a new segment in the same synchronous step, so every record in the
+//! older segments belongs to the sealed memtable or an older one. The flush writes the
+//! sealed memtable to a table, stores a manifest that lists it with the new segment as
+//! the log floor, and only then deletes the segments below the floor. Start-up replays
+//! only the segments from the floor on. Compaction merges tables in a low-share task
+//! queue and swaps them through the manifest the same way.
+//!
 //! Record kinds in the commit log:
 //! - `1` PUT: `key_len u16 | key | version set` (the full merged set, see
 //!   [`crate::version`]): replaying records in any order ends in the same state.
 
-use std::cell::RefCell;
+mod jobs;
+mod memory;
+mod signal;
+mod tables;
+
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use ahash::AHashMap;
 use bytes::{Buf, Bytes};
+use glommio::task::JoinHandle;
+use glommio::TaskQueueHandle;
 
-use super::commitlog::{CommitLog, CommitLogConfig, Ticket};
+use super::commitlog::{self, CommitLog, CommitLogConfig, Ticket};
+use super::compaction::SizeTieredOptions;
 use super::keylock::KeyLocks;
 use super::memtable::Memtable;
+use super::sstable::{FullDisk, TableOptions};
 use super::StorageError;
-use crate::config::SyncPolicy;
+use crate::config::{ServerConfig, SyncPolicy};
 use crate::version::{Context, NodeId, VersionSet, Versioned};
+use memory::Memory;
+use signal::Signal;
+use tables::Tables;
 
 /// Commit-log record kind of a key's new version set.
 pub const RECORD_PUT: u8 = 1;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// This shard's directory (its commit log lives in `dir/commitlog`).
+    /// This shard's directory: its manifest and tables, and its commit log in
+    /// `dir/commitlog`.
     pub dir: PathBuf,
     pub node_id: NodeId,
     pub sync: SyncPolicy,
@@ -42,6 +77,26 @@ pub struct EngineConfig {
     pub record_bytes_max: u32,
     /// Most siblings a key may hold (see [`crate::config::ServerConfig::siblings_max`]).
     pub siblings_max: usize,
+    /// The active memtable is sealed and flushed once it holds this much.
+    pub memtable_bytes: usize,
+    /// Sealed memtables that may wait for their flush before writes wait too.
+    pub sealed_memtables_max: usize,
+    /// The block cache's budget.
+    pub cache_bytes: usize,
+    /// A deleted key's tombstones are kept at least this long (DESIGN.md §4).
+    pub gc_grace_us: u64,
+    pub table: TableOptions,
+    pub compaction: SizeTieredOptions,
+    /// Fault injection for tests: a table write that would end past this many bytes
+    /// fails with ENOSPC, as on a full disk. `u64::MAX` otherwise.
+    pub table_file_bytes_max: u64,
+}
+
+impl EngineConfig {
+    /// The server's defaults for a shard in `dir`.
+    pub fn new(dir: impl Into<PathBuf>, node_id: NodeId) -> EngineConfig {
+        ServerConfig::default().engine(dir.into(), node_id)
+    }
 }
 
 /// A version set appended to the log whose fdatasync has not completed yet.
@@ -50,28 +105,71 @@ struct Pending {
     ticket: Ticket,
 }
 
-pub struct Engine {
+/// What the engine has done since it opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub flushes: u64,
+    pub flush_failures: u64,
+    pub compactions: u64,
+    pub compaction_failures: u64,
+    /// Tombstone-only keys compaction dropped (after `gc_grace`).
+    pub keys_purged: u64,
+    /// Log segments deleted because tables cover them.
+    pub segments_recycled: u64,
+}
+
+/// The state the request path and the background jobs share (one shard, one thread).
+struct Core {
     node_id: NodeId,
-    memtable: RefCell<Memtable>,
+    log: CommitLog,
+    locks: Rc<KeyLocks>,
     /// Batch sync only: the newest set of each key that is queued but not yet durable.
     pending: RefCell<AHashMap<Bytes, Pending>>,
-    locks: Rc<KeyLocks>,
-    log: CommitLog,
+    memory: Memory,
+    tables: Tables,
     siblings_max: usize,
     record_bytes_max: u32,
     /// Whether a write waits for fdatasync before it becomes visible and is acknowledged.
     wait_durable: bool,
+    memtable_bytes: usize,
+    sealed_memtables_max: usize,
+    gc_grace_us: u64,
+    compaction: SizeTieredOptions,
+    /// Woken by every change the jobs or waiting writes look at: a seal, a roll, a
+    /// write merged, a table installed, a failure, closing.
+    changed: Signal,
+    closing: Cell<bool>,
+    /// Set when tables changed: the compaction job looks for work.
+    compaction_wanted: Cell<bool>,
+    /// The flush's error while it keeps failing: once the sealed memtables are full,
+    /// writes fail with it instead of waiting without end.
+    flush_error: RefCell<Option<String>>,
+    /// A manifest that could not be stored: no table may change any more.
+    tables_failed: RefCell<Option<String>>,
+    /// One compaction at a time (the job and [`Engine::compact_all`]).
+    compaction_lock: glommio::sync::Semaphore,
+    stats: Cell<EngineStats>,
+    /// Where the jobs and roll waiters run: fewer shares than requests.
+    background: TaskQueueHandle,
+}
+
+pub struct Engine {
+    core: Rc<Core>,
+    jobs: RefCell<Vec<JoinHandle<()>>>,
 }
 
 /// What a write returns: the key's version set after it.
 pub type WriteOutcome = VersionSet;
 
 impl Engine {
-    /// Replays the shard's commit log into a new memtable, then opens the log for writing.
-    /// Must run on the shard's executor; the log's writer task goes into `queue`.
+    /// Loads the manifest and opens the tables, replays the commit log from the
+    /// manifest's floor into a new memtable, opens the log for writing and starts the
+    /// flush and compaction jobs. Must run on the shard's executor; the log's writer
+    /// and the flush go into `queue`, compaction into a queue of its own with fewer
+    /// shares.
     pub async fn open(
         config: EngineConfig,
-        queue: glommio::TaskQueueHandle,
+        queue: TaskQueueHandle,
     ) -> Result<Engine, StorageError> {
         // Absolute: glommio's directory handles misbehave with relative paths.
         let dir = std::path::absolute(&config.dir).map_err(|source| StorageError::Io {
@@ -80,12 +178,23 @@ impl Engine {
             source,
         })?;
         prime_direct_reads(&dir).await?;
+        let tables = Tables::open(
+            &dir,
+            config.cache_bytes,
+            config.table,
+            FullDisk {
+                bytes_max: config.table_file_bytes_max,
+            },
+        )
+        .await?;
         let log_dir = dir.join("commitlog");
         std::fs::create_dir_all(&log_dir).map_err(|source| StorageError::Io {
             op: "create dir",
             path: log_dir.clone(),
             source,
         })?;
+        let log_floor = tables.log_floor();
+        commitlog::discard_below(&log_dir, log_floor)?;
         let mut memtable = Memtable::default();
         let report = CommitLog::recover(&log_dir, config.record_bytes_max, |kind, payload| {
             apply_record(&mut memtable, kind, payload)
@@ -113,25 +222,73 @@ impl Engine {
                 sync: config.sync,
                 record_bytes_max: config.record_bytes_max,
                 buffer_bytes_max: config.buffer_bytes_max,
+                first_segment_id_min: log_floor,
             },
             queue,
         )
         .await?;
-        Ok(Engine {
+        let compaction_queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(COMPACTION_SHARES),
+            glommio::Latency::NotImportant,
+            "compaction",
+        );
+        let core = Rc::new(Core {
             node_id: config.node_id,
-            memtable: RefCell::new(memtable),
-            pending: RefCell::new(AHashMap::new()),
-            locks: Rc::new(KeyLocks::default()),
             log,
+            locks: Rc::new(KeyLocks::default()),
+            pending: RefCell::new(AHashMap::new()),
+            memory: Memory::new(memtable),
+            tables,
             siblings_max: config.siblings_max,
             record_bytes_max: config.record_bytes_max,
             wait_durable: config.sync == SyncPolicy::Batch,
+            memtable_bytes: config.memtable_bytes,
+            sealed_memtables_max: config.sealed_memtables_max.max(1),
+            gc_grace_us: config.gc_grace_us,
+            compaction: config.compaction,
+            changed: Signal::default(),
+            closing: Cell::new(false),
+            compaction_wanted: Cell::new(true),
+            flush_error: RefCell::new(None),
+            tables_failed: RefCell::new(None),
+            compaction_lock: glommio::sync::Semaphore::new(1),
+            stats: Cell::new(EngineStats::default()),
+            background: queue,
+        });
+        // What the log replayed may already be past the threshold.
+        core.seal_if_full();
+        let jobs = vec![
+            glommio::spawn_local_into(jobs::flush_job(core.clone()), queue)
+                .expect("the queue belongs to this executor")
+                .detach(),
+            glommio::spawn_local_into(jobs::compaction_job(core.clone()), compaction_queue)
+                .expect("the queue belongs to this executor")
+                .detach(),
+        ];
+        Ok(Engine {
+            core,
+            jobs: RefCell::new(jobs),
         })
     }
 
-    /// Calls `f` with the key's durable version set, if any.
-    pub fn read<R>(&self, key: &[u8], f: impl FnOnce(Option<&VersionSet>) -> R) -> R {
-        f(self.memtable.borrow().get(key))
+    /// Answers a read without waiting, when it can: `Some(f(set))` if a memtable holds
+    /// the key, `Some(f(None))` if no table may hold it either; `None` if tables must be
+    /// read ([`get`](Self::get)).
+    pub fn read_now<R>(&self, key: &[u8], f: impl FnOnce(Option<&VersionSet>) -> R) -> Option<R> {
+        let core = &self.core;
+        if let Some(holder) = core.memory.holder(key) {
+            let table = holder.table.borrow();
+            return Some(f(table.get(key)));
+        }
+        if core.tables.may_hold(key) {
+            return None;
+        }
+        Some(f(None))
+    }
+
+    /// The key's durable version set, if any.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<VersionSet>, StorageError> {
+        self.core.stored(key).await
     }
 
     /// Coordinates a write of `value` (`None` = delete) superseding what `context`
@@ -143,24 +300,35 @@ impl Engine {
         value: Option<&[u8]>,
         timestamp_us: u64,
     ) -> Result<WriteOutcome, StorageError> {
+        let core = &self.core;
+        core.wait_for_room().await?;
         // Own the bytes: the request buffer they came in must not be kept alive.
         let key = Bytes::copy_from_slice(key);
         let versioned = Versioned {
             timestamp_us,
             value: value.map(Bytes::copy_from_slice),
         };
-        let guard = self.locks.lock(&key).await;
-        let stored = self.current(&key);
-        let versions = VersionSet::coordinate(&stored, context, versioned, self.node_id);
-        self.check_storable(&key, &versions)?;
+        let guard = core.locks.lock(&key).await;
+        let pending = core.pending.borrow().get(&key).map(|p| p.versions.clone());
+        let stored = match pending {
+            Some(stored) => stored,
+            None => core.stored(&key).await?.unwrap_or_else(VersionSet::empty),
+        };
+        let versions = VersionSet::coordinate(&stored, context, versioned, core.node_id);
+        core.check_storable(&key, &versions)?;
         let mut payload = Vec::with_capacity(2 + key.len() + versions.encoded_len());
         encode_put(&key, &versions, &mut payload);
-        let ticket = self.log.append(RECORD_PUT, &payload).await?;
-        if !self.wait_durable {
-            self.memtable.borrow_mut().merge(key, versions.clone());
+        let ticket = core.log.append(RECORD_PUT, &payload).await?;
+        // Same poll as the append: the record belongs to the generation active now (a
+        // seal rolls the log in one step with it, see `Core::seal_if_full`).
+        let generation = core.memory.active();
+        if !core.wait_durable {
+            generation.table.borrow_mut().merge(key, versions.clone());
+            core.seal_if_full();
             return Ok(versions);
         }
-        self.pending.borrow_mut().insert(
+        generation.inflight.set(generation.inflight.get() + 1);
+        core.pending.borrow_mut().insert(
             key.clone(),
             Pending {
                 versions: versions.clone(),
@@ -168,16 +336,172 @@ impl Engine {
             },
         );
         drop(guard);
-        let durable = self.log.durable(ticket).await;
+        let durable = core.log.durable(ticket).await;
         {
-            let mut pending = self.pending.borrow_mut();
+            let mut pending = core.pending.borrow_mut();
             if pending.get(&key).is_some_and(|p| p.ticket == ticket) {
                 pending.remove(&key);
             }
         }
+        if durable.is_ok() {
+            generation.table.borrow_mut().merge(key, versions.clone());
+        }
+        generation.inflight.set(generation.inflight.get() - 1);
+        core.changed.notify();
+        core.seal_if_full();
         durable?;
-        self.memtable.borrow_mut().merge(key, versions.clone());
         Ok(versions)
+    }
+
+    /// Seals the active memtable (if it holds anything) and waits until every sealed
+    /// memtable is in a table. For tests, benchmarks and clean shutdowns.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let core = &self.core;
+        if core.memory.active_bytes() > 0 {
+            core.wait_until(|| core.memory.sealed_count() < core.sealed_memtables_max)
+                .await?;
+            core.seal();
+        }
+        core.wait_until(|| core.memory.sealed_count() == 0).await?;
+        match core.flush_error.borrow().clone() {
+            Some(e) if core.memory.sealed_count() > 0 => Err(StorageError::JobFailed(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Merges every table into one (a major compaction). Waits for a running
+    /// compaction first.
+    pub async fn compact_all(&self) -> Result<(), StorageError> {
+        let ids: Vec<u64> = self.core.tables.metas().iter().map(|t| t.id).collect();
+        if ids.len() < 2 {
+            return Ok(());
+        }
+        jobs::compact(&self.core, ids).await
+    }
+
+    /// Waits until the compaction job finds nothing to do.
+    pub async fn compactions_idle(&self) -> Result<(), StorageError> {
+        let core = &self.core;
+        core.wait_until(|| !core.compaction_wanted.get()).await
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.core.node_id
+    }
+
+    /// Keys in the memtables (for tests and status; a key in two counts twice).
+    pub fn memory_key_count(&self) -> usize {
+        self.core.memory.key_count()
+    }
+
+    /// Memory held by the memtables (approximate).
+    pub fn memtable_bytes(&self) -> usize {
+        self.core.memory.bytes()
+    }
+
+    pub fn table_count(&self) -> usize {
+        self.core.tables.count()
+    }
+
+    /// Bytes in the block cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.core.tables.cache().used_bytes()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.core.stats.get()
+    }
+
+    /// Stops the jobs (a running flush or compaction finishes first), makes everything
+    /// queued durable and stops the log writer. Sealed memtables are not flushed: their
+    /// records are in the log, which the next start replays.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.core.closing.set(true);
+        self.core.changed.notify();
+        let jobs = std::mem::take(&mut *self.jobs.borrow_mut());
+        for job in jobs {
+            job.await;
+        }
+        Ok(self.core.log.close().await?)
+    }
+}
+
+/// Shares of the compaction queue; requests run in the default queue's 1000: under
+/// load, compaction gets about a tenth of the core.
+const COMPACTION_SHARES: usize = 100;
+
+impl Core {
+    /// The key's set in the newest memtable that holds it, else merged over the tables.
+    async fn stored(&self, key: &[u8]) -> Result<Option<VersionSet>, StorageError> {
+        if let Some(versions) = self.memory.get(key) {
+            return Ok(Some(versions));
+        }
+        self.tables.get(key).await
+    }
+
+    /// Waits until `ready()`; fails if the engine closes first.
+    async fn wait_until(&self, mut ready: impl FnMut() -> bool) -> Result<(), StorageError> {
+        self.changed
+            .wait_until(|| self.closing.get() || ready())
+            .await;
+        if self.closing.get() && !ready() {
+            return Err(StorageError::Log(commitlog::LogError::Closed));
+        }
+        Ok(())
+    }
+
+    /// Write back-pressure: waits while the active memtable is full and the sealed ones
+    /// wait for their flush; fails at once if that flush keeps failing.
+    async fn wait_for_room(&self) -> Result<(), StorageError> {
+        let full = || {
+            self.memory.active_bytes() >= self.memtable_bytes
+                && self.memory.sealed_count() >= self.sealed_memtables_max
+        };
+        if !full() {
+            return Ok(());
+        }
+        let failing =
+            || self.flush_error.borrow().is_some() || self.tables_failed.borrow().is_some();
+        self.wait_until(|| !full() || failing()).await?;
+        if full() {
+            let error = self.tables_failed.borrow().clone();
+            let error = error.or_else(|| self.flush_error.borrow().clone());
+            let reason = error.unwrap_or_default();
+            return Err(StorageError::JobFailed(format!(
+                "memtables are full and cannot be flushed: {reason}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Seals the active memtable if it reached the threshold and there is room.
+    fn seal_if_full(self: &Rc<Self>) {
+        if self.memory.active_bytes() >= self.memtable_bytes
+            && self.memory.sealed_count() < self.sealed_memtables_max
+        {
+            self.seal();
+        }
+    }
+
+    /// Seals the active memtable and rolls the log in one synchronous step: no record
+    /// can be appended between the two, so the roll's segment id is a floor below
+    /// which the log holds only the sealed memtable's records and older ones.
+    fn seal(self: &Rc<Self>) {
+        let sealed = self.memory.seal();
+        let roll = self.log.roll();
+        let core = self.clone();
+        glommio::spawn_local_into(
+            async move {
+                // A failed log floors nothing: the segments stay.
+                let floor = roll.await.unwrap_or(0);
+                sealed.log_floor.set(Some(floor));
+                core.changed.notify();
+            },
+            self.background,
+        )
+        .expect("the queue belongs to this executor")
+        .detach();
+        self.changed.notify();
     }
 
     /// Refuses a new set that could not be logged or that holds too many siblings.
@@ -200,34 +524,10 @@ impl Engine {
         Ok(())
     }
 
-    /// The newest version set of `key` a write must build on: queued, else durable.
-    fn current(&self, key: &Bytes) -> VersionSet {
-        if let Some(p) = self.pending.borrow().get(key) {
-            return p.versions.clone();
-        }
-        self.memtable
-            .borrow()
-            .get(key)
-            .cloned()
-            .unwrap_or_else(VersionSet::empty)
-    }
-
-    pub fn node_id(&self) -> NodeId {
-        self.node_id
-    }
-
-    /// Keys in the memtable (for tests and status).
-    pub fn key_count(&self) -> usize {
-        self.memtable.borrow().len()
-    }
-
-    pub fn memtable_bytes(&self) -> usize {
-        self.memtable.borrow().approximate_bytes()
-    }
-
-    /// Makes everything queued durable and stops the log writer (clean shutdown).
-    pub async fn close(&self) -> Result<(), StorageError> {
-        Ok(self.log.close().await?)
+    fn update_stats(&self, f: impl FnOnce(&mut EngineStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
     }
 }
 

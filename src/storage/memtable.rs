@@ -61,4 +61,12 @@ impl Memtable {
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &VersionSet)> {
         self.map.iter()
     }
+
+    /// Entries after `after` (all of them for `None`), in key order: lets a flush walk
+    /// the table in steps without holding a borrow across its awaits.
+    pub fn iter_after(&self, after: Option<&Bytes>) -> impl Iterator<Item = (&Bytes, &VersionSet)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = after.map_or(Unbounded, Excluded);
+        self.map.range::<Bytes, _>((start, Unbounded))
+    }
 }

@@ -3,8 +3,8 @@
 //! Each shard owns one [`Engine`] and nothing else touches it: no locks, no sharing
 //! across cores. A write is read-merge-write of the key's version set (DESIGN.md §4),
 //! made durable in the shard's commit log before it is acknowledged (under `batch`
-//! sync). SSTables plug in below the memtable in the next step (issue 3): the read path
-//! already goes through [`Engine::read`], the only place that needs to learn about them.
+//! sync), then flushed to SSTables listed by the shard's manifest and compacted in the
+//! background (see [`engine`] for the whole path).
 
 pub mod commitlog;
 pub mod compaction;
@@ -18,7 +18,7 @@ pub mod sstable;
 
 use std::path::PathBuf;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, EngineStats};
 pub use memtable::Memtable;
 
 use crate::protocol::Status;
@@ -37,6 +37,12 @@ pub enum StorageError {
     TooManySiblings { count: usize, max: usize },
     #[error("the key's versions cannot be stored: {0}")]
     Version(#[from] crate::version::VersionError),
+    #[error(transparent)]
+    Table(#[from] sstable::SstError),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("{0}")]
+    JobFailed(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

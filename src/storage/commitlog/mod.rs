@@ -52,7 +52,7 @@ use glommio::{Task, TaskQueueHandle};
 pub use disk::{DmaDisk, LogDisk, SegmentFile};
 pub use error::LogError;
 pub use record::OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES;
-pub use recovery::{recover, RecoveryReport, TornTail};
+pub use recovery::{discard_below, recover, RecoveryReport, TornTail};
 pub use segment::{FORMAT_VERSION, MAGIC};
 pub use sim::{SimDisk, SimFileHandle};
 
@@ -93,6 +93,10 @@ pub struct CommitLogConfig {
     /// Queued bytes past which `append` waits (back-pressure); at least `record_bytes_max`.
     /// The writer holds at most one more batch of this size while it writes.
     pub buffer_bytes_max: usize,
+    /// The first segment `open` creates has at least this id: the owner's tables cover
+    /// every segment below it (the manifest's log floor), so none may be created there
+    /// again even if no segment is left on disk.
+    pub first_segment_id_min: u64,
 }
 
 impl CommitLogConfig {
@@ -104,6 +108,7 @@ impl CommitLogConfig {
             sync: SyncMode::Batch,
             record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
             buffer_bytes_max: BUFFER_BYTES_MAX_DEFAULT,
+            first_segment_id_min: 0,
         }
     }
 
@@ -239,7 +244,8 @@ impl<D: LogDisk> CommitLog<D> {
             .map_err(|e| LogError::io("open directory", &dir, e))?;
         let id = existing
             .last()
-            .map_or(segment::FIRST_SEGMENT_ID, |last| last + 1);
+            .map_or(segment::FIRST_SEGMENT_ID, |last| last + 1)
+            .max(config.first_segment_id_min);
         let seg = match writer::create_segment(&disk, &dir, id, config.segment_bytes).await {
             Ok(seg) => seg,
             Err(fault) => {
@@ -385,34 +391,42 @@ impl<D: LogDisk> CommitLog<D> {
     /// segment below the returned id, every later one in that segment or above. After
     /// the memtable that holds those records is flushed, `remove_segments_below(id)`
     /// recycles their segments. If the active segment is still empty it is the answer.
-    pub async fn roll(&self) -> Result<u64, LogError> {
-        let core = &self.inner.core;
+    ///
+    /// The boundary is taken when `roll` is *called*, not when its future is first
+    /// polled: a caller can swap its memtable and roll in one synchronous step, with no
+    /// append in between, and wait for the segment id later.
+    pub fn roll(&self) -> impl std::future::Future<Output = Result<u64, LogError>> + 'static {
+        let core = self.inner.core.clone();
         let slot = Rc::new(RollSlot::default());
-        {
+        let registered = {
             let mut st = core.state.borrow_mut();
-            st.check_accepting()?;
-            let boundary = st.next_ticket;
-            st.rolls.push_back(RollRequest {
-                boundary,
-                slot: slot.clone(),
-            });
-            st.wake_writer();
+            st.check_accepting().map(|()| {
+                let boundary = st.next_ticket;
+                st.rolls.push_back(RollRequest {
+                    boundary,
+                    slot: slot.clone(),
+                });
+                st.wake_writer();
+            })
+        };
+        async move {
+            registered?;
+            std::future::poll_fn(|cx| {
+                if let Some(id) = slot.id.get() {
+                    return Poll::Ready(Ok(id));
+                }
+                let st = core.state.borrow();
+                if let Some(e) = &st.failed {
+                    return Poll::Ready(Err(e.clone()));
+                }
+                if st.stopped {
+                    return Poll::Ready(Err(LogError::Closed));
+                }
+                slot.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            })
+            .await
         }
-        std::future::poll_fn(|cx| {
-            if let Some(id) = slot.id.get() {
-                return Poll::Ready(Ok(id));
-            }
-            let st = core.state.borrow();
-            if let Some(e) = &st.failed {
-                return Poll::Ready(Err(e.clone()));
-            }
-            if st.stopped {
-                return Poll::Ready(Err(LogError::Closed));
-            }
-            slot.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        })
-        .await
     }
 
     /// Segment ids on disk, ascending (earlier sessions' and this one's).

@@ -95,6 +95,21 @@ pub fn recover<E: Display>(
     Ok(report)
 }
 
+/// Deletes the segments of `dir` with ids below `floor`, oldest first, syncing the
+/// directory after each: the caller's tables already hold their records (the manifest's
+/// log floor), so a flush's clean-up that a crash interrupted is finished here, before
+/// [`recover`] replays the rest. Returns the ids removed.
+pub fn discard_below(dir: &Path, floor: u64) -> Result<Vec<u64>, LogError> {
+    let ids = segment::list_ids(dir).map_err(|e| LogError::io("list", dir, e))?;
+    let victims: Vec<u64> = ids.into_iter().filter(|&id| id < floor).collect();
+    for &id in &victims {
+        let path = segment::path(dir, id);
+        std::fs::remove_file(&path).map_err(|e| LogError::io("remove", &path, e))?;
+        sync_dir(dir)?;
+    }
+    Ok(victims)
+}
+
 fn corruption(path: PathBuf, offset: u64, reason: String) -> LogError {
     LogError::Corruption {
         path,

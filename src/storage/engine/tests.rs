@@ -1,4 +1,6 @@
-//! Engine tests: a model check with restarts, and concurrency on one key.
+//! Engine tests: a state-machine check against a model (writes, deletes, flushes,
+//! compactions, restarts), concurrency on one key, flush and compaction mechanics,
+//! faults (full disk, damaged tables, missing manifest).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,45 +12,55 @@ use proptest::prelude::*;
 use super::*;
 use crate::test_support::{run, temp_dir as test_dir};
 
+/// Small memtables and eager compaction, so that a few dozen writes exercise flushes
+/// and compactions; tombstones may be dropped at once.
 fn config(dir: &Path, sync: SyncPolicy) -> EngineConfig {
     EngineConfig {
-        dir: dir.to_path_buf(),
-        node_id: 7,
         sync,
         segment_bytes: 64 << 10,
         buffer_bytes_max: 1 << 20,
         record_bytes_max: 32 << 10,
-        siblings_max: 100,
+        memtable_bytes: 2 << 10,
+        cache_bytes: 64 << 10,
+        gc_grace_us: 0,
+        compaction: SizeTieredOptions {
+            min_threshold: 2,
+            max_threshold: 4,
+            ..SizeTieredOptions::default()
+        },
+        ..EngineConfig::new(dir, 7)
     }
 }
 
+fn queue() -> glommio::TaskQueueHandle {
+    glommio::executor().create_task_queue(Shares::default(), glommio::Latency::NotImportant, "log")
+}
+
 async fn open(dir: &Path, sync: SyncPolicy) -> Engine {
-    let queue = glommio::executor().create_task_queue(
-        Shares::default(),
-        glommio::Latency::NotImportant,
-        "log",
-    );
-    Engine::open(config(dir, sync), queue).await.unwrap()
+    open_with(config(dir, sync)).await
+}
+
+async fn open_with(config: EngineConfig) -> Engine {
+    Engine::open(config, queue()).await.unwrap()
 }
 
 /// Live values of `key`, sorted (sibling order is not part of the contract).
-fn live(engine: &Engine, key: &[u8]) -> Vec<Vec<u8>> {
-    let mut values: Vec<Vec<u8>> = engine.read(key, |v| {
-        v.map(|v| {
+async fn live(engine: &Engine, key: &[u8]) -> Vec<Vec<u8>> {
+    let versions = engine.get(key).await.unwrap();
+    let mut values: Vec<Vec<u8>> = versions
+        .map(|v| {
             v.live_values()
                 .map(|x| x.value.as_ref().unwrap().to_vec())
                 .collect()
         })
-        .unwrap_or_default()
-    });
+        .unwrap_or_default();
     values.sort();
     values
 }
 
-fn context_of(engine: &Engine, key: &[u8]) -> Context {
-    engine.read(key, |v| {
-        v.map(|v| v.context()).unwrap_or_else(Context::empty)
-    })
+async fn context_of(engine: &Engine, key: &[u8]) -> Context {
+    let versions = engine.get(key).await.unwrap();
+    versions.map(|v| v.context()).unwrap_or_else(Context::empty)
 }
 
 #[derive(Clone, Debug)]
@@ -63,6 +75,10 @@ enum Op {
         key: u8,
         with_context: bool,
     },
+    /// Seal the memtable and wait for its table.
+    Flush,
+    /// Merge every table into one.
+    Compact,
     Restart,
 }
 
@@ -70,6 +86,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0u8..8, any::<u16>(), any::<bool>()).prop_map(|(key, value, with_context)| Op::Put { key, value, with_context }),
         2 => (0u8..8, any::<bool>()).prop_map(|(key, with_context)| Op::Delete { key, with_context }),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Compact),
         1 => Just(Op::Restart),
     ]
 }
@@ -91,7 +109,7 @@ fn check_against_model(ops: Vec<Op>, sync: SyncPolicy) {
                     let key = vec![b'k', key];
                     let value = value.to_le_bytes().to_vec();
                     let context = if with_context {
-                        context_of(&engine, &key)
+                        context_of(&engine, &key).await
                     } else {
                         Context::empty()
                     };
@@ -105,7 +123,7 @@ fn check_against_model(ops: Vec<Op>, sync: SyncPolicy) {
                 Op::Delete { key, with_context } => {
                     let key = vec![b'k', key];
                     let context = if with_context {
-                        context_of(&engine, &key)
+                        context_of(&engine, &key).await
                     } else {
                         Context::empty()
                     };
@@ -115,6 +133,8 @@ fn check_against_model(ops: Vec<Op>, sync: SyncPolicy) {
                     }
                     // A blind delete is concurrent with the values: they stay.
                 }
+                Op::Flush => engine.flush().await.unwrap(),
+                Op::Compact => engine.compact_all().await.unwrap(),
                 Op::Restart => {
                     engine.close().await.unwrap();
                     drop(engine);
@@ -125,7 +145,7 @@ fn check_against_model(ops: Vec<Op>, sync: SyncPolicy) {
                 let key = vec![b'k', k];
                 let mut expected = model.get(&key).cloned().unwrap_or_default();
                 expected.sort();
-                assert_eq!(live(&engine, &key), expected, "key {k}");
+                assert_eq!(live(&engine, &key).await, expected, "key {k}");
             }
         }
         engine.close().await.unwrap();
@@ -133,16 +153,18 @@ fn check_against_model(ops: Vec<Op>, sync: SyncPolicy) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
-    fn engine_matches_model_across_restarts(ops in proptest::collection::vec(op(), 1..60)) {
+    fn engine_matches_model_across_flushes_compactions_and_restarts(
+        ops in proptest::collection::vec(op(), 1..60)
+    ) {
         check_against_model(ops, SyncPolicy::None);
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_model_with_batch_sync(ops in proptest::collection::vec(op(), 1..30)) {
@@ -169,17 +191,17 @@ fn concurrent_blind_writes_to_one_key_all_become_siblings_and_survive_restart() 
         for task in tasks {
             task.await;
         }
-        assert_eq!(live(&engine, b"hot").len(), 40);
+        assert_eq!(live(&engine, b"hot").await.len(), 40);
         // One write with the context of what is there resolves them all.
-        let context = context_of(&engine, b"hot");
+        let context = context_of(&engine, b"hot").await;
         engine
             .write(b"hot", &context, Some(b"merged"), 2)
             .await
             .unwrap();
-        assert_eq!(live(&engine, b"hot"), vec![b"merged".to_vec()]);
+        assert_eq!(live(&engine, b"hot").await, vec![b"merged".to_vec()]);
         engine.close().await.unwrap();
         let engine = open(dir.path(), SyncPolicy::Batch).await;
-        assert_eq!(live(&engine, b"hot"), vec![b"merged".to_vec()]);
+        assert_eq!(live(&engine, b"hot").await, vec![b"merged".to_vec()]);
         engine.close().await.unwrap();
     });
 }
@@ -210,12 +232,12 @@ fn too_many_siblings_are_refused_until_resolved() {
             "{err}"
         );
         assert_eq!(err.status(), crate::protocol::Status::TooLarge);
-        let context = context_of(&engine, b"k");
+        let context = context_of(&engine, b"k").await;
         engine
             .write(b"k", &context, Some(b"resolved"), 2)
             .await
             .unwrap();
-        assert_eq!(live(&engine, b"k"), vec![b"resolved".to_vec()]);
+        assert_eq!(live(&engine, b"k").await, vec![b"resolved".to_vec()]);
         engine.close().await.unwrap();
     });
 }
@@ -236,19 +258,314 @@ fn a_batch_write_is_visible_only_once_durable_and_then_at_once() {
         };
         // Wait until the write is queued in the log but its fdatasync has not completed.
         for _ in 0..10_000 {
-            if engine.pending.borrow().contains_key(b"k".as_ref()) {
+            if engine.core.pending.borrow().contains_key(b"k".as_ref()) {
                 break;
             }
             futures_lite::future::yield_now().await;
         }
         assert!(
-            engine.pending.borrow().contains_key(b"k".as_ref()),
+            engine.core.pending.borrow().contains_key(b"k".as_ref()),
             "write never queued"
         );
         // Not acknowledged yet: a read must not see it (a crash now could take it back).
-        assert!(live(&engine, b"k").is_empty());
+        assert!(live(&engine, b"k").await.is_empty());
         writer.await;
-        assert_eq!(live(&engine, b"k"), vec![b"v".to_vec()]);
+        assert_eq!(live(&engine, b"k").await, vec![b"v".to_vec()]);
         engine.close().await.unwrap();
+    });
+}
+
+/// Writes `count` keys `key-NNNNN` with 100-byte values, blind.
+async fn write_keys(engine: &Engine, range: std::ops::Range<u32>, tag: u8) {
+    for i in range {
+        let key = format!("key-{i:05}");
+        engine
+            .write(key.as_bytes(), &Context::empty(), Some(&[tag; 100]), 1)
+            .await
+            .unwrap();
+    }
+}
+
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("commitlog")).unwrap().count()
+}
+
+#[test]
+fn flushes_move_data_to_tables_and_recycle_the_log() {
+    run(|| async {
+        let dir = test_dir();
+        let config = EngineConfig {
+            // No compaction: count what the flushes made.
+            compaction: SizeTieredOptions {
+                min_threshold: 1000,
+                max_threshold: 1000,
+                ..SizeTieredOptions::default()
+            },
+            ..config(dir.path(), SyncPolicy::Batch)
+        };
+        let engine = open_with(config.clone()).await;
+        write_keys(&engine, 0..2000, 1).await;
+        engine.flush().await.unwrap();
+        let stats = engine.stats();
+        assert!(stats.flushes >= 10, "{stats:?}");
+        assert_eq!(engine.table_count() as u64, stats.flushes);
+        assert!(stats.segments_recycled > 0, "{stats:?}");
+        assert_eq!(engine.memory_key_count(), 0);
+        // Every segment the tables cover is gone: the active one, maybe one more.
+        assert!(
+            segment_count(dir.path()) <= 2,
+            "{}",
+            segment_count(dir.path())
+        );
+        for i in (0..2000).step_by(97) {
+            let key = format!("key-{i:05}");
+            assert!(
+                engine.read_now(key.as_bytes(), |_| ()).is_none(),
+                "in memory"
+            );
+            assert_eq!(live(&engine, key.as_bytes()).await, vec![vec![1; 100]]);
+        }
+        engine.close().await.unwrap();
+        let engine = open_with(config).await;
+        assert_eq!(
+            engine.memory_key_count(),
+            0,
+            "the log replayed covered records"
+        );
+        for i in 0..2000 {
+            let key = format!("key-{i:05}");
+            assert_eq!(
+                live(&engine, key.as_bytes()).await,
+                vec![vec![1; 100]],
+                "{key}"
+            );
+        }
+        // An absent key that no filter admits is answered from memory.
+        assert_eq!(engine.read_now(b"absent", |v| v.is_none()), Some(true));
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn compaction_merges_tables_keeps_the_newest_versions_and_purges_old_tombstones() {
+    run(|| async {
+        let dir = test_dir();
+        let engine = open(dir.path(), SyncPolicy::None).await;
+        write_keys(&engine, 0..1000, 1).await;
+        engine.flush().await.unwrap();
+        // Overwrite half with context (one value each), delete a tenth.
+        for i in 0..500u32 {
+            let key = format!("key-{i:05}");
+            let context = context_of(&engine, key.as_bytes()).await;
+            let value = if i % 5 == 0 {
+                None
+            } else {
+                Some(&[2u8; 100][..])
+            };
+            engine
+                .write(key.as_bytes(), &context, value, 1)
+                .await
+                .unwrap();
+        }
+        engine.flush().await.unwrap();
+        engine.compactions_idle().await.unwrap();
+        engine.compact_all().await.unwrap();
+        assert_eq!(engine.table_count(), 1);
+        let stats = engine.stats();
+        assert!(stats.compactions >= 1, "{stats:?}");
+        assert_eq!(stats.keys_purged, 100, "{stats:?}");
+        for i in 0..1000u32 {
+            let key = format!("key-{i:05}");
+            let expected: Vec<Vec<u8>> = match i {
+                i if i < 500 && i % 5 == 0 => vec![],
+                i if i < 500 => vec![vec![2; 100]],
+                _ => vec![vec![1; 100]],
+            };
+            assert_eq!(live(&engine, key.as_bytes()).await, expected, "{key}");
+        }
+        // Only the live table's file is left.
+        let tables = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("sst".as_ref()))
+            .count();
+        assert_eq!(tables, 1);
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn tombstones_younger_than_gc_grace_survive_compaction() {
+    run(|| async {
+        let dir = test_dir();
+        let config = EngineConfig {
+            gc_grace_us: 3600 * 1_000_000,
+            ..config(dir.path(), SyncPolicy::None)
+        };
+        let engine = open_with(config).await;
+        write_keys(&engine, 0..100, 1).await;
+        for i in 0..100u32 {
+            let key = format!("key-{i:05}");
+            let context = context_of(&engine, key.as_bytes()).await;
+            engine
+                .write(key.as_bytes(), &context, None, now_us())
+                .await
+                .unwrap();
+        }
+        engine.flush().await.unwrap();
+        engine.compact_all().await.unwrap();
+        assert_eq!(engine.stats().keys_purged, 0);
+        let kept = engine
+            .get(b"key-00042")
+            .await
+            .unwrap()
+            .expect("tombstone kept");
+        assert!(kept.is_tombstone_only());
+        engine.close().await.unwrap();
+    });
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+#[test]
+fn a_full_disk_fails_the_flush_loses_nothing_and_recovers() {
+    run(|| async {
+        let dir = test_dir();
+        let full = EngineConfig {
+            // Every table of a 64 KiB memtable is larger than this.
+            memtable_bytes: 64 << 10,
+            table: crate::storage::sstable::TableOptions {
+                compression: crate::storage::sstable::Compression::None,
+                ..Default::default()
+            },
+            table_file_bytes_max: 4096,
+            ..config(dir.path(), SyncPolicy::Batch)
+        };
+        let engine = open_with(full.clone()).await;
+        // Writes go on until both memtables are full, then fail with the flush's error.
+        let mut acknowledged = 0u32;
+        let error = loop {
+            let key = format!("key-{acknowledged:05}");
+            match engine
+                .write(key.as_bytes(), &Context::empty(), Some(&[3; 100]), 1)
+                .await
+            {
+                Ok(_) => acknowledged += 1,
+                Err(e) => break e,
+            }
+            assert!(acknowledged < 100_000, "writes never stopped");
+        };
+        assert!(error.to_string().contains("No space left"), "{error}");
+        assert!(engine.stats().flush_failures >= 1);
+        assert_eq!(engine.table_count(), 0);
+        for i in 0..acknowledged {
+            let key = format!("key-{i:05}");
+            assert_eq!(live(&engine, key.as_bytes()).await, vec![vec![3; 100]]);
+        }
+        engine.close().await.unwrap();
+        // No half-written table is left behind, and with room the data flushes.
+        let leftovers = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("sst".as_ref()))
+            .count();
+        assert_eq!(leftovers, 0);
+        let engine = open(dir.path(), SyncPolicy::Batch).await;
+        engine.flush().await.unwrap();
+        assert!(engine.table_count() >= 1);
+        for i in 0..acknowledged {
+            let key = format!("key-{i:05}");
+            assert_eq!(live(&engine, key.as_bytes()).await, vec![vec![3; 100]]);
+        }
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_damaged_block_is_an_error_for_its_keys_only() {
+    run(|| async {
+        let dir = test_dir();
+        let config = EngineConfig {
+            table: crate::storage::sstable::TableOptions {
+                compression: crate::storage::sstable::Compression::None,
+                ..Default::default()
+            },
+            ..config(dir.path(), SyncPolicy::None)
+        };
+        let engine = open_with(EngineConfig {
+            memtable_bytes: 1 << 20,
+            ..config.clone()
+        })
+        .await;
+        write_keys(&engine, 0..1000, 4).await;
+        engine.flush().await.unwrap();
+        assert_eq!(engine.table_count(), 1);
+        engine.close().await.unwrap();
+        drop(engine);
+        // Flip a byte in the first data block (the file starts with it).
+        let table = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension() == Some("sst".as_ref()))
+            .unwrap();
+        let mut bytes = std::fs::read(&table).unwrap();
+        bytes[100] ^= 0x40;
+        std::fs::write(&table, bytes).unwrap();
+        let engine = open_with(config).await;
+        let err = engine.get(b"key-00000").await.unwrap_err();
+        assert!(
+            err.to_string().contains(&table.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(err.status(), crate::protocol::Status::Internal);
+        // Keys in other blocks are served.
+        assert_eq!(live(&engine, b"key-00999").await, vec![vec![4; 100]]);
+        // A write to a damaged key fails too, rather than dropping the stored versions.
+        assert!(engine
+            .write(b"key-00000", &Context::empty(), Some(b"x"), 1)
+            .await
+            .is_err());
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_lost_or_damaged_manifest_refuses_the_start_and_orphans_are_removed() {
+    run(|| async {
+        let dir = test_dir();
+        let engine = open(dir.path(), SyncPolicy::None).await;
+        write_keys(&engine, 0..200, 5).await;
+        engine.flush().await.unwrap();
+        engine.close().await.unwrap();
+        drop(engine);
+        // An orphan (a crashed flush's table) goes away at start.
+        let orphan = dir
+            .path()
+            .join(crate::storage::manifest::table_file_name(999_999));
+        std::fs::write(&orphan, b"half a table").unwrap();
+        let engine = open(dir.path(), SyncPolicy::None).await;
+        assert!(!orphan.exists());
+        assert_eq!(live(&engine, b"key-00007").await, vec![vec![5; 100]]);
+        engine.close().await.unwrap();
+        drop(engine);
+
+        let manifest = dir.path().join(crate::storage::manifest::MANIFEST_FILE);
+        let mut bytes = std::fs::read(&manifest).unwrap();
+        bytes[30] ^= 1;
+        std::fs::write(&manifest, &bytes).unwrap();
+        let err = Engine::open(config(dir.path(), SyncPolicy::None), queue())
+            .await
+            .err()
+            .expect("damaged manifest refused");
+        assert!(err.to_string().contains("MANIFEST"), "{err}");
+        std::fs::remove_file(&manifest).unwrap();
+        let err = Engine::open(config(dir.path(), SyncPolicy::None), queue())
+            .await
+            .err()
+            .expect("missing manifest refused");
+        assert!(err.to_string().contains("no MANIFEST"), "{err}");
     });
 }

@@ -68,6 +68,12 @@ impl<D: TableDisk> TableWriter<D> {
         self.builder.entry_count()
     }
 
+    /// Closes the file without finishing the table; the caller removes it.
+    pub async fn abandon(self) {
+        // Nothing of the file will be used: a close error changes nothing.
+        let _ = self.file.close().await;
+    }
+
     /// Writes the rest of the table, truncates, fdatasyncs and closes the file.
     pub async fn finish(self) -> Result<TableInfo> {
         let (tail, properties) = self.builder.finish();

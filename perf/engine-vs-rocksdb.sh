@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# ringkv's single-shard storage engine against RocksDB's db_bench on this machine, same
+# shape of work: 1,000,000 random 16-byte keys, 100-byte values (random bytes, so
+# incompressible), fillrandom then readrandom on the filled store, one thread,
+# write-ahead log on but no fsync per write, O_DIRECT reads, 8 MiB block cache, 64 MiB
+# memtable, 4 KiB blocks, 10 bloom bits per key, lz4 tables (ringkv's table defaults).
+# ringkv also reports readrandom while a compaction runs; target: its p99.9 at most
+# 1.5 x the quiet readrandom p99.9.
+#
+# Usage: perf/engine-vs-rocksdb.sh [--rocksdb-only]
+#   --rocksdb-only   measure RocksDB alone (no cargo build, no ringkv run, no ratios)
+# Environment:
+#   ENGINE_BENCH_DIR   where the data dirs go (default target/perf-engine; must be a
+#                      real disk, tmpfs is refused because O_DIRECT and fsync mean nothing)
+#   MIN_FILL_RATIO, MIN_READ_RATIO   optional targets for ringkv/RocksDB ops/s
+# Installs rocksdb-tools (db_bench) with apt-get if missing. Writes
+# perf/results/engine-vs-rocksdb-<UTC time>.txt with the machine, the commands, both
+# systems' output and the table, and prints the table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rocksdb_only=0
+case "${1:-}" in
+  "") ;;
+  --rocksdb-only) rocksdb_only=1 ;;
+  *) echo "usage: $0 [--rocksdb-only]" >&2; exit 2 ;;
+esac
+
+keys=1000000
+key_bytes=16
+value_bytes=100
+cache_bytes=8388608     # 8 MiB block cache
+memtable_bytes=67108864 # 64 MiB memtable
+p999_target=1.5
+bin=target/release/ringkv
+
+fail() { echo "error: $*" >&2; exit 1; }
+
+# --- db_bench --------------------------------------------------------------------
+find_db_bench() { command -v db_bench || command -v rocksdb_db_bench; }
+if ! find_db_bench >/dev/null; then
+  echo "installing rocksdb-tools (db_bench) ..." >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq rocksdb-tools >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq rocksdb-tools >/dev/null; } \
+    || fail "could not install rocksdb-tools"
+fi
+db_bench="$(find_db_bench)" || fail "rocksdb-tools installed but no db_bench binary found"
+rocksdb_version="$(dpkg-query -W -f='${Version}' rocksdb-tools 2>/dev/null || echo unknown)"
+db_help="$("$db_bench" --help 2>&1 || true)"
+
+# --- ringkv ----------------------------------------------------------------------
+if [ "$rocksdb_only" -eq 0 ]; then
+  cargo build --release --quiet
+  if ! "$bin" bench-engine --help >/dev/null 2>&1; then
+    fail "$bin has no 'bench-engine' subcommand (it is not written yet?); nothing was measured. Run with --rocksdb-only to measure RocksDB alone."
+  fi
+fi
+
+# --- data dirs -------------------------------------------------------------------
+root="${ENGINE_BENCH_DIR:-target/perf-engine}"
+mkdir -p "$root"
+work="$(mktemp -d "$root/run.XXXXXX")"
+out=""
+finished=0
+cleanup() {
+  rm -rf "$work"
+  # a run that failed part-way leaves no half-written result file behind
+  if [ "$finished" -eq 0 ] && [ -n "$out" ]; then rm -f "$out"; fi
+}
+trap cleanup EXIT
+fstype="$(df -T "$work" | awk 'NR==2 {print $2}')"
+device="$(df -T "$work" | awk 'NR==2 {print $1}')"
+case "$fstype" in
+  tmpfs|ramfs) fail "$work is on $fstype; set ENGINE_BENCH_DIR to a directory on a real disk" ;;
+esac
+rocks_dir="$work/rocksdb"
+ringkv_dir="$work/ringkv"
+
+out="perf/results/engine-vs-rocksdb-$(date -u +%Y%m%dT%H%M%SZ).txt"
+mkdir -p perf/results
+
+# db_bench options. --compression_ratio=1.0 makes its values incompressible (lz4 is
+# tried on every block and the block is stored raw, as ringkv does with random values).
+# --sync=0 with the WAL on: every write goes to the log, none waits for an fsync (the
+# log is only synced when a memtable is flushed) — like ringkv's periodic sync mode.
+db_opts=(--db="$rocks_dir" --num="$keys" --key_size="$key_bytes" --value_size="$value_bytes"
+  --threads=1 --compression_type=lz4 --compression_ratio=1.0
+  --cache_size="$cache_bytes" --write_buffer_size="$memtable_bytes"
+  --block_size=4096 --bloom_bits=10
+  --disable_wal=0 --sync=0 --histogram=1)
+if grep -q -- '-use_direct_reads' <<<"$db_help"; then
+  db_opts+=(--use_direct_reads=1 --use_direct_io_for_flush_and_compaction=1)
+fi
+# Different seeds, so readrandom does not replay fillrandom's exact key sequence (with
+# the same seed every read hits, in write order). fillrandom draws keys with repeats:
+# about 63% of the key space ends up written, and about 63% of reads find their key.
+fill_cmd=("$db_bench" "${db_opts[@]}" --seed=1 "--benchmarks=fillrandom,levelstats")
+wait_bench=""
+grep -q waitforcompaction <<<"$db_help" && wait_bench="waitforcompaction,"
+read_cmd=("$db_bench" "${db_opts[@]}" --seed=2 --use_existing_db=1
+  --benchmarks="${wait_bench}readrandom,levelstats")
+ringkv_cmd=("$bin" bench-engine --dir "$ringkv_dir" --keys "$keys" --key-bytes "$key_bytes"
+  --value-bytes "$value_bytes" --cache-bytes "$cache_bytes" --memtable-bytes "$memtable_bytes")
+
+# "ops p50 p99 p99.9" of benchmark $1 from db_bench output $2 (micros, as printed)
+rocks_stats() {
+  awk -v b="$1" '
+    $1 == b && $2 == ":" {
+      for (i = 1; i <= NF; i++) if ($i == "ops/sec") ops = $(i - 1)
+      want = 1; next
+    }
+    want && /^Percentiles:/ {
+      for (i = 1; i < NF; i++) {
+        if ($i == "P50:") p50 = $(i + 1)
+        if ($i == "P99:") p99 = $(i + 1)
+        if ($i == "P99.9:") p999 = $(i + 1)
+      }
+      want = 0
+    }
+    END { if (ops == "" || p999 == "") exit 1; print ops, p50, p99, p999 }' "$2"
+}
+
+# "ops p50 p99 p99.9" from a ringkv line "$1: ops_per_sec=.. p50_us=.. p99_us=.. p999_us=.."
+ringkv_stats() {
+  awk -v b="$1:" '
+    $1 == b {
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      seen = 1
+    }
+    END {
+      if (!seen || v["ops_per_sec"] == "" || v["p50_us"] == "" || v["p99_us"] == "" || v["p999_us"] == "") exit 1
+      print v["ops_per_sec"], v["p50_us"], v["p99_us"], v["p999_us"]
+    }' "$2"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "inf"; else printf "%.2f", a / b }'; }
+# "met" / "NOT met" for value $1 compared with target $3 by $2 (le or ge)
+verdict() {
+  awk -v x="$1" -v op="$2" -v t="$3" 'BEGIN {
+    ok = (op == "le") ? (x + 0 <= t + 0) : (x + 0 >= t + 0)
+    print (ok ? "met" : "NOT met") }'
+}
+
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+  commit="$commit (plus uncommitted changes)"
+fi
+{
+  echo "# ringkv engine vs RocksDB db_bench, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+  echo "cpu: $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //')"
+  echo "data dir: $work on $device ($fstype)"
+  echo "rocksdb: $db_bench (rocksdb-tools $rocksdb_version)"
+  echo "ringkv commit: $commit"
+  # other work on the machine (a compiler, say) skews everything below; check this
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+} | tee "$out"
+
+# --- RocksDB -----------------------------------------------------------------------
+rocks_fill_log="$work/db_bench-fill.out"
+rocks_read_log="$work/db_bench-read.out"
+echo "running db_bench fillrandom ..." >&2
+"${fill_cmd[@]}" >"$rocks_fill_log" 2>"$work/db_bench-fill.err" \
+  || { cat "$work/db_bench-fill.err" >&2; fail "db_bench fillrandom failed"; }
+echo "running db_bench readrandom (a few minutes with O_DIRECT) ..." >&2
+"${read_cmd[@]}" >"$rocks_read_log" 2>"$work/db_bench-read.err" \
+  || { cat "$work/db_bench-read.err" >&2; fail "db_bench readrandom failed"; }
+read -r r_fill_ops r_fill_p50 r_fill_p99 r_fill_p999 < <(rocks_stats fillrandom "$rocks_fill_log") \
+  || { cat "$rocks_fill_log" >&2; fail "could not parse the db_bench fillrandom output above"; }
+read -r r_read_ops r_read_p50 r_read_p99 r_read_p999 < <(rocks_stats readrandom "$rocks_read_log") \
+  || { cat "$rocks_read_log" >&2; fail "could not parse the db_bench readrandom output above"; }
+{
+  echo "## RocksDB"
+  echo "fill: ${fill_cmd[*]}"
+  echo "read: ${read_cmd[*]}"
+  echo "(output below without the histogram buckets)"
+  grep -v -E '^[[(]|^-+$' "$rocks_fill_log" | sed -n '/^DB path/,$p' || true
+  grep -v -E '^[[(]|^-+$' "$rocks_read_log" | sed -n '/^DB path/,$p' || true
+  grep -h '^WARNING' "$rocks_fill_log" "$rocks_read_log" | sort -u || true
+  echo
+} >>"$out"
+
+# --- ringkv ------------------------------------------------------------------------
+if [ "$rocksdb_only" -eq 0 ]; then
+  ringkv_log="$work/ringkv.out"
+  echo "running ringkv bench-engine ..." >&2
+  "${ringkv_cmd[@]}" >"$ringkv_log" 2>&1 \
+    || { cat "$ringkv_log" >&2; fail "ringkv bench-engine failed"; }
+  read -r k_fill_ops k_fill_p50 k_fill_p99 k_fill_p999 < <(ringkv_stats fillrandom "$ringkv_log") \
+    || { cat "$ringkv_log" >&2; fail "no parseable 'fillrandom:' line in the ringkv output above"; }
+  read -r k_read_ops k_read_p50 k_read_p99 k_read_p999 < <(ringkv_stats readrandom "$ringkv_log") \
+    || { cat "$ringkv_log" >&2; fail "no parseable 'readrandom:' line in the ringkv output above"; }
+  read -r k_comp_ops k_comp_p50 k_comp_p99 k_comp_p999 < <(ringkv_stats readrandom_during_compaction "$ringkv_log") \
+    || { cat "$ringkv_log" >&2; fail "no parseable 'readrandom_during_compaction:' line in the ringkv output above"; }
+  {
+    echo "## ringkv"
+    echo "run: ${ringkv_cmd[*]}"
+    cat "$ringkv_log"
+    echo
+  } >>"$out"
+fi
+
+# --- table -------------------------------------------------------------------------
+row() { printf '%-30s %-8s %10s %9s %9s %9s\n' "$@"; }
+{
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+  echo "## Summary (latencies in microseconds)"
+  row benchmark system ops/s p50 p99 p99.9
+  row fillrandom RocksDB "$r_fill_ops" "$r_fill_p50" "$r_fill_p99" "$r_fill_p999"
+  row readrandom RocksDB "$r_read_ops" "$r_read_p50" "$r_read_p99" "$r_read_p999"
+  if [ "$rocksdb_only" -eq 0 ]; then
+    row fillrandom ringkv "$k_fill_ops" "$k_fill_p50" "$k_fill_p99" "$k_fill_p999"
+    row readrandom ringkv "$k_read_ops" "$k_read_p50" "$k_read_p99" "$k_read_p999"
+    row readrandom_during_compaction ringkv "$k_comp_ops" "$k_comp_p50" "$k_comp_p99" "$k_comp_p999"
+    echo
+    fill_ratio="$(ratio "$k_fill_ops" "$r_fill_ops")"
+    read_ratio="$(ratio "$k_read_ops" "$r_read_ops")"
+    p999_ratio="$(ratio "$k_comp_p999" "$k_read_p999")"
+    if [ -n "${MIN_FILL_RATIO:-}" ]; then
+      echo "fillrandom ops/s ringkv/RocksDB: $fill_ratio (target >= $MIN_FILL_RATIO: $(verdict "$fill_ratio" ge "$MIN_FILL_RATIO"))"
+    else
+      echo "fillrandom ops/s ringkv/RocksDB: $fill_ratio (no target set)"
+    fi
+    if [ -n "${MIN_READ_RATIO:-}" ]; then
+      echo "readrandom ops/s ringkv/RocksDB: $read_ratio (target >= $MIN_READ_RATIO: $(verdict "$read_ratio" ge "$MIN_READ_RATIO"))"
+    else
+      echo "readrandom ops/s ringkv/RocksDB: $read_ratio (no target set)"
+    fi
+    echo "ringkv readrandom p99.9 during compaction / quiet: $p999_ratio (target <= $p999_target: $(verdict "$p999_ratio" le "$p999_target"))"
+  else
+    echo
+    echo "(--rocksdb-only: ringkv not run, no ratios, targets not evaluated)"
+  fi
+} | tee -a "$out"
+finished=1
+echo "results in $out"
