@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ringkv's single-shard storage engine against RocksDB's db_bench on this machine, same
-# shape of work: 1,000,000 random 16-byte keys, 100-byte values (random bytes, so
-# incompressible), fillrandom then readrandom on the filled store, one thread,
+# shape of work: 1,000,000 random 16-byte keys, 100-byte values (half random, half
+# zeros: lz4 halves them), fillrandom then readrandom on the filled store, one thread,
 # write-ahead log on but no fsync per write, O_DIRECT reads, 8 MiB block cache, 64 MiB
 # memtable, 4 KiB blocks, 10 bloom bits per key, lz4 tables (ringkv's table defaults).
 # ringkv also reports readrandom while a compaction runs; target: its p99.9 at most
@@ -82,12 +82,12 @@ ringkv_dir="$work/ringkv"
 out="perf/results/engine-vs-rocksdb-$(date -u +%Y%m%dT%H%M%SZ).txt"
 mkdir -p perf/results
 
-# db_bench options. --compression_ratio=1.0 makes its values incompressible (lz4 is
-# tried on every block and the block is stored raw, as ringkv does with random values).
+# db_bench options. --compression_ratio=0.5 (db_bench's default, spelled out) makes values
+# that compress to half, as bench-engine's half-random, half-zero values do.
 # --sync=0 with the WAL on: every write goes to the log, none waits for an fsync (the
 # log is only synced when a memtable is flushed) — like ringkv's periodic sync mode.
 db_opts=(--db="$rocks_dir" --num="$keys" --key_size="$key_bytes" --value_size="$value_bytes"
-  --threads=1 --compression_type=lz4 --compression_ratio=1.0
+  --threads=1 --compression_type=lz4 --compression_ratio=0.5
   --cache_size="$cache_bytes" --write_buffer_size="$memtable_bytes"
   --block_size=4096 --bloom_bits=10
   --disable_wal=0 --sync=0 --histogram=1)
@@ -144,6 +144,17 @@ verdict() {
     print (ok ? "met" : "NOT met") }'
 }
 
+# cores' worth of non-idle CPU time over 2 seconds, from /proc/stat
+busy_cores() {
+  local a b
+  a="$(head -n1 /proc/stat)"
+  sleep 2
+  b="$(head -n1 /proc/stat)"
+  printf '%s\n%s\n' "$a" "$b" | awk -v n="$(nproc)" '
+    { idle[NR] = $5 + $6; tot[NR] = 0; for (i = 2; i <= NF; i++) tot[NR] += $i }
+    END { d = tot[2] - tot[1]; printf "%.2f", (d > 0 ? (d - (idle[2] - idle[1])) / d * n : 0) }'
+}
+
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then
   commit="$commit (plus uncommitted changes)"
@@ -157,6 +168,11 @@ fi
   echo "ringkv commit: $commit"
   # other work on the machine (a compiler, say) skews everything below; check this
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  busy="$(busy_cores)"
+  echo "cores busy over the 2 s before the runs: $busy"
+  if awk -v b="$busy" 'BEGIN { exit !(b > 0.3) }'; then
+    echo "WARNING: something else is using the CPU; figures will be low and noisy"
+  fi
   echo
 } | tee "$out"
 

@@ -87,6 +87,9 @@ enum Command {
     },
     /// Closed-loop load: throughput and latency percentiles
     Bench(BenchArgs),
+    /// One shard's storage engine without the network, like RocksDB's db_bench:
+    /// fillrandom, readrandom, readrandom during a compaction
+    BenchEngine(BenchEngineArgs),
     /// Inspect a commit-log segment
     Commitlog {
         #[command(subcommand)]
@@ -149,6 +152,32 @@ struct ServerArgs {
     /// Seconds a deleted key's tombstone is kept before compaction may drop it
     #[arg(long)]
     gc_grace_secs: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct BenchEngineArgs {
+    /// Where the engine's files go (created; must be on a real disk)
+    #[arg(long, default_value = "ringkv-bench-engine")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    #[arg(long, default_value_t = 16)]
+    key_bytes: usize,
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Reads per read phase (default: --keys)
+    #[arg(long)]
+    reads: Option<u64>,
+    #[arg(long, default_value_t = 8 << 20)]
+    cache_bytes: usize,
+    #[arg(long, default_value_t = 64 << 20)]
+    memtable_bytes: usize,
+    #[arg(long, value_enum, default_value = "periodic")]
+    sync: SyncArg,
+    #[arg(long, default_value_t = 10)]
+    sync_period_ms: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -254,6 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => bench(args),
+        Command::BenchEngine(args) => bench_engine(args),
         Command::Commitlog {
             action: DumpAction::Dump { file },
         } => {
@@ -267,6 +297,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn sync_policy(sync: SyncArg, period_ms: u64) -> SyncPolicy {
+    match sync {
+        SyncArg::Batch => SyncPolicy::Batch,
+        SyncArg::Periodic => SyncPolicy::Periodic { period_ms },
+        SyncArg::None => SyncPolicy::None,
+    }
+}
+
+fn bench_engine(args: BenchEngineArgs) -> anyhow::Result<ExitCode> {
+    let options = loadgen::engine_bench::EngineBenchOptions {
+        dir: args.dir,
+        keys: args.keys,
+        key_bytes: args.key_bytes,
+        value_bytes: args.value_bytes,
+        reads: args.reads.unwrap_or(args.keys),
+        cache_bytes: args.cache_bytes,
+        memtable_bytes: args.memtable_bytes,
+        sync: sync_policy(args.sync, args.sync_period_ms),
+        seed: args.seed,
+    };
+    println!(
+        "bench-engine: {} keys of {} bytes, {}-byte values, cache {} KiB, memtable {} KiB, \
+         sync {:?}, dir {}",
+        options.keys,
+        options.key_bytes,
+        options.value_bytes,
+        options.cache_bytes >> 10,
+        options.memtable_bytes >> 10,
+        options.sync,
+        options.dir.display()
+    );
+    loadgen::engine_bench::run(&options, |phase| println!("{}", phase.line()))
+        .map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let defaults = ServerConfig::default();
     let config = ServerConfig {
@@ -276,13 +342,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         shards: args.shards.unwrap_or(defaults.shards),
         vnodes_per_shard: args.vnodes_per_shard.unwrap_or(defaults.vnodes_per_shard),
         pin_cores: !args.no_pin,
-        sync: match args.sync {
-            SyncArg::Batch => SyncPolicy::Batch,
-            SyncArg::Periodic => SyncPolicy::Periodic {
-                period_ms: args.sync_period_ms,
-            },
-            SyncArg::None => SyncPolicy::None,
-        },
+        sync: sync_policy(args.sync, args.sync_period_ms),
         commitlog_segment_bytes: args
             .commitlog_segment_bytes
             .unwrap_or(defaults.commitlog_segment_bytes),

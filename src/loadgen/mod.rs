@@ -11,6 +11,8 @@
 //! would see (coordinated omission): the open-loop mode arrives with the full load
 //! generator.
 
+pub mod engine_bench;
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};

@@ -140,7 +140,7 @@ pub async fn compaction_job(core: Rc<Core>) {
             core.changed.notify();
             continue;
         };
-        if let Err(e) = compact(&core, choice.inputs).await {
+        if let Err(e) = compact(&core, Some(choice.inputs)).await {
             eprintln!(
                 "ringkv: {}: compaction failed, retrying: {e}",
                 core.tables.dir().display()
@@ -151,18 +151,19 @@ pub async fn compaction_job(core: Rc<Core>) {
     }
 }
 
-/// Merges the tables `ids` into one and swaps it in. Keys whose every value is a
-/// tombstone older than `gc_grace` are dropped, if no other table may hold the key (an
-/// older value there would come back).
-pub async fn compact(core: &Rc<Core>, ids: Vec<u64>) -> Result<(), StorageError> {
+/// Merges the tables `ids` (`None`: every live table) into one and swaps it in. Keys
+/// whose every value is a tombstone older than `gc_grace` are dropped, if no other
+/// table may hold the key (an older value there would come back).
+pub async fn compact(core: &Rc<Core>, ids: Option<Vec<u64>>) -> Result<(), StorageError> {
     let _one_at_a_time = core
         .compaction_lock
         .acquire_permit(1)
         .await
         .expect("never closed");
+    let ids = ids.unwrap_or_else(|| core.tables.metas().iter().map(|t| t.id).collect());
     // Another compaction may have taken some of them while this one waited.
     let inputs = core.tables.by_ids(&ids);
-    if inputs.len() != ids.len() {
+    if inputs.is_empty() || inputs.len() != ids.len() {
         return Ok(());
     }
     let others = core.tables.others(&ids);

@@ -1,0 +1,239 @@
+//! `ringkv bench-engine`: one shard's storage engine measured on its own, the way
+//! RocksDB's `db_bench` measures RocksDB (no network, one thread, one operation at a
+//! time), so that perf/engine-vs-rocksdb.sh can put the two side by side.
+//!
+//! Phases, on one engine in `--dir`:
+//! 1. `fillrandom`: `keys` writes of keys drawn uniformly from `0..keys` (with
+//!    repeats, as db_bench does), 16-digit keys, values half random, half zeros (db_bench's
+//!    default compression ratio of 0.5).
+//! 2. Wait until flushes and compactions are done.
+//! 3. `readrandom`: `reads` reads of keys drawn the same way (about 63 % exist).
+//! 4. `readrandom_during_compaction`: the same reads while a major compaction of every
+//!    table runs in its low-share queue; the phase stops when the compaction ends, so
+//!    every read in it overlapped the compaction.
+//!
+//! Each phase reports throughput and latency percentiles from an HdrHistogram.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{ServerConfig, SyncPolicy};
+use crate::runtime::checks;
+use crate::storage::Engine;
+use crate::version::Context;
+
+#[derive(Clone, Debug)]
+pub struct EngineBenchOptions {
+    pub dir: PathBuf,
+    pub keys: u64,
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+    /// Reads per read phase (default: `keys`).
+    pub reads: u64,
+    pub cache_bytes: usize,
+    pub memtable_bytes: usize,
+    pub sync: SyncPolicy,
+    pub seed: u64,
+}
+
+/// One phase's figures.
+pub struct PhaseReport {
+    pub name: &'static str,
+    pub ops: u64,
+    pub elapsed: Duration,
+    /// Latency per operation, nanoseconds.
+    pub latency: Histogram<u64>,
+    /// Reads that found their key (read phases).
+    pub found: u64,
+}
+
+impl PhaseReport {
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// `name: ops_per_sec=… p50_us=… p99_us=… p999_us=…`: the line the perf script reads.
+    pub fn line(&self) -> String {
+        let us = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            "{}: ops_per_sec={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} ops={} found={}",
+            self.name,
+            self.ops_per_sec(),
+            us(0.5),
+            us(0.99),
+            us(0.999),
+            self.latency.max() as f64 / 1000.0,
+            self.ops,
+            self.found
+        )
+    }
+}
+
+/// Runs the phases; `progress` gets each phase's report as it ends.
+pub fn run(
+    options: &EngineBenchOptions,
+    mut progress: impl FnMut(&PhaseReport) + Send + 'static,
+) -> Result<Vec<PhaseReport>, String> {
+    if options.key_bytes < 8 || options.key_bytes > 1024 {
+        return Err("--key-bytes must be between 8 and 1024".into());
+    }
+    checks::check_io_uring().map_err(|e| e.to_string())?;
+    let memlock = checks::raise_memlock().map_err(|e| e.to_string())?;
+    let io_memory = checks::size_io_memory(memlock, 1, 0).map_err(|e| e.to_string())?;
+    checks::check_data_dir(&options.dir).map_err(|e| e.to_string())?;
+    let options = options.clone();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("bench-engine")
+        .io_memory(io_memory)
+        .preempt_timer(crate::runtime::SHARD_PREEMPT)
+        .spawn(move || async move { phases(&options, &mut progress).await })
+        .map_err(|e| format!("starting the executor: {e}"))?
+        .join()
+        .map_err(|e| format!("the benchmark's executor failed: {e:?}"))?
+}
+
+async fn phases(
+    options: &EngineBenchOptions,
+    progress: &mut impl FnMut(&PhaseReport),
+) -> Result<Vec<PhaseReport>, String> {
+    let defaults = ServerConfig {
+        sync: options.sync,
+        memtable_bytes: options.memtable_bytes,
+        cache_bytes: options.cache_bytes,
+        ..ServerConfig::default()
+    };
+    let config = defaults.engine(options.dir.join("shard-000"), 1);
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(1000),
+        glommio::Latency::Matters(Duration::from_millis(1)),
+        "commitlog",
+    );
+    let engine = Rc::new(
+        Engine::open(config, queue)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
+    let mut reports = Vec::new();
+
+    let fill = fill(&engine, options, &mut rng).await?;
+    progress(&fill);
+    reports.push(fill);
+    engine.flush().await.map_err(|e| e.to_string())?;
+    engine.compactions_idle().await.map_err(|e| e.to_string())?;
+
+    let idle = read_phase(&engine, options, &mut rng, "readrandom", None).await?;
+    progress(&idle);
+    reports.push(idle);
+
+    let compacting = Rc::new(Cell::new(true));
+    let compaction = {
+        let (engine, compacting) = (engine.clone(), compacting.clone());
+        glommio::spawn_local(async move {
+            let result = engine.compact_all().await;
+            compacting.set(false);
+            result
+        })
+    };
+    let during = read_phase(
+        &engine,
+        options,
+        &mut rng,
+        "readrandom_during_compaction",
+        Some(&compacting),
+    )
+    .await?;
+    compaction.await.map_err(|e| format!("compaction: {e}"))?;
+    progress(&during);
+    reports.push(during);
+    eprintln!(
+        "bench-engine: {} tables, {} KiB in the block cache, engine {:?}",
+        engine.table_count(),
+        engine.cache_bytes() >> 10,
+        engine.stats()
+    );
+    engine.close().await.map_err(|e| e.to_string())?;
+    Ok(reports)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+/// Key `n` as `key_bytes` ASCII digits (zero-padded), like db_bench's fixed-size keys.
+fn key(n: u64, key_bytes: usize, out: &mut Vec<u8>) {
+    out.clear();
+    let digits = format!("{n:0width$}", width = key_bytes);
+    out.extend_from_slice(&digits.as_bytes()[digits.len() - key_bytes..]);
+}
+
+async fn fill(
+    engine: &Engine,
+    options: &EngineBenchOptions,
+    rng: &mut impl Rng,
+) -> Result<PhaseReport, String> {
+    let mut latency = new_histogram();
+    let mut k = Vec::with_capacity(options.key_bytes);
+    let mut value = vec![0u8; options.value_bytes];
+    let started = Instant::now();
+    for _ in 0..options.keys {
+        key(rng.gen_range(0..options.keys), options.key_bytes, &mut k);
+        // Half random, half zeros: compresses to about half, as db_bench's values do.
+        rng.fill(&mut value[..options.value_bytes / 2]);
+        let t = Instant::now();
+        engine
+            .write(&k, &Context::empty(), Some(&value), 1)
+            .await
+            .map_err(|e| format!("fillrandom: {e}"))?;
+        latency.saturating_record(t.elapsed().as_nanos() as u64);
+    }
+    Ok(PhaseReport {
+        name: "fillrandom",
+        ops: options.keys,
+        elapsed: started.elapsed(),
+        latency,
+        found: 0,
+    })
+}
+
+/// Reads random keys: `options.reads` of them, or while `while_set` holds.
+async fn read_phase(
+    engine: &Engine,
+    options: &EngineBenchOptions,
+    rng: &mut impl Rng,
+    name: &'static str,
+    while_set: Option<&Cell<bool>>,
+) -> Result<PhaseReport, String> {
+    let mut latency = new_histogram();
+    let mut k = Vec::with_capacity(options.key_bytes);
+    let (mut ops, mut found) = (0, 0);
+    let started = Instant::now();
+    loop {
+        match while_set {
+            Some(running) if !running.get() => break,
+            None if ops >= options.reads => break,
+            _ => {}
+        }
+        key(rng.gen_range(0..options.keys), options.key_bytes, &mut k);
+        let t = Instant::now();
+        let versions = engine.get(&k).await.map_err(|e| format!("{name}: {e}"))?;
+        latency.saturating_record(t.elapsed().as_nanos() as u64);
+        ops += 1;
+        found += u64::from(versions.is_some());
+        // A read served from memory never yields: let the compaction run.
+        glommio::yield_if_needed().await;
+    }
+    Ok(PhaseReport {
+        name,
+        ops,
+        elapsed: started.elapsed(),
+        latency,
+        found,
+    })
+}
