@@ -8,12 +8,14 @@
 //! - [`ring`]      token hash (xxh3), token → owner lookup, shard token allocation
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md)
-//! - [`storage`]   per-shard engine: memtable, direct-I/O commit log, node metadata
+//! - [`storage`]   per-shard LSM engine: direct-I/O commit log, memtables, SSTables,
+//!   manifest, block cache, size-tiered compaction; node metadata
 //! - [`runtime`]   start-up checks, one executor per shard, cross-shard messages, outbox,
 //!   socket reads/writes, and the watchdog that wakes an executor glommio left asleep
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner)
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one
-//! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms
+//! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms; and
+//!   `ringkv bench-engine`, one shard's engine alone, db_bench style
 //! - [`inspect`]   `ringkv commitlog dump` / `ringkv sstable dump` for operators
 //!
 //! # A write, walked through
@@ -24,17 +26,20 @@
 //!    node's [`ring::ShardMap`]. If another shard owns it, the request crosses as a
 //!    [`runtime::ShardMsg::Forward`] and the encoded response comes back the same way.
 //! 3. On the owner, [`storage::Engine::write`] holds the key, reads its stored version
-//!    set, lets [`version::VersionSet::coordinate`] make the new one (the client's
+//!    set (memtables, else the SSTables whose filters admit the key), lets [`version::VersionSet::coordinate`] make the new one (the client's
 //!    context says which versions it supersedes), appends it to the shard's commit log
 //!    and — under `batch` sync — waits for the group commit's fdatasync.
-//! 4. The new set enters the memtable; the response (with the new context) goes back
+//! 4. The new set enters the memtable (flushed to an SSTable once full, in the
+//!    background); the response (with the new context) goes back
 //!    through the connection's [`runtime::outbox::Outbox`].
 //!
 //! # A read, walked through
 //!
-//! Steps 1–2 as above; the owning shard answers a GET at once from its memtable
-//! ([`server::dispatch::answer_at_once`]): every live sibling and the context to write
-//! with. Tombstones are never returned; a key that has only tombstones is NOT_FOUND but
+//! Steps 1–2 as above; the owning shard answers a GET at once when memory can
+//! ([`server::dispatch::answer_at_once`]: a memtable holds the key, or no SSTable's
+//! filter admits it), else in a task that reads the SSTables through the block cache
+//! ([`storage::Engine::get`]). The answer is every live sibling and the context to
+//! write with. Tombstones are never returned; a key that has only tombstones is NOT_FOUND but
 //! still carries a context, so a later write supersedes the delete.
 
 pub mod client;
