@@ -141,6 +141,9 @@ pub async fn compaction_job(core: Rc<Core>) {
             continue;
         };
         if let Err(e) = compact(&core, Some(choice.inputs)).await {
+            if core.closing.get() {
+                return;
+            }
             eprintln!(
                 "ringkv: {}: compaction failed, retrying: {e}",
                 core.tables.dir().display()
@@ -174,6 +177,7 @@ pub async fn compact(core: &Rc<Core>, ids: Option<Vec<u64>>) -> Result<(), Stora
     let mut purged = 0;
     let merged = merge_into(
         &inputs,
+        &core.closing,
         |key, versions| {
             let purge = purgeable(versions, now_us, core.gc_grace_us, true)
                 && !others.iter().any(|t| may_hold(t, key));
@@ -206,12 +210,15 @@ pub async fn compact(core: &Rc<Core>, ids: Option<Vec<u64>>) -> Result<(), Stora
 }
 
 /// Streams the k-way merge of `inputs` into `out`, keeping the keys `keep` accepts.
+/// Gives up (an error) once `closing` is set: a shutdown does not wait for a long
+/// compaction, whose inputs simply stay live.
 ///
 /// [`MergeIter`] pulls from plain iterators; the tables are read a block at a time with
 /// awaits. Each source is a buffer of decoded entries that is refilled before every
 /// step, so no source the merge advances is empty unless its table is done.
 async fn merge_into(
     inputs: &[Rc<Table>],
+    closing: &std::cell::Cell<bool>,
     mut keep: impl FnMut(&[u8], &VersionSet) -> bool,
     out: &mut TableOut,
 ) -> Result<(), StorageError> {
@@ -228,6 +235,9 @@ async fn merge_into(
             out.add(&key, &versions).await?;
         }
         glommio::yield_if_needed().await;
+        if closing.get() {
+            return Err(StorageError::Log(super::super::commitlog::LogError::Closed));
+        }
     }
 }
 
