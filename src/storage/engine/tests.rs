@@ -569,3 +569,46 @@ fn a_lost_or_damaged_manifest_refuses_the_start_and_orphans_are_removed() {
         assert!(err.to_string().contains("no MANIFEST"), "{err}");
     });
 }
+
+#[test]
+fn closing_during_a_compaction_abandons_it_and_keeps_the_inputs() {
+    run(|| async {
+        let dir = test_dir();
+        let config = EngineConfig {
+            compaction: SizeTieredOptions {
+                min_threshold: 1000,
+                max_threshold: 1000,
+                ..SizeTieredOptions::default()
+            },
+            memtable_bytes: 256 << 10,
+            ..config(dir.path(), SyncPolicy::None)
+        };
+        let engine = Rc::new(open_with(config.clone()).await);
+        for round in 0..4 {
+            write_keys(&engine, round * 2000..(round + 1) * 2000, 6).await;
+            engine.flush().await.unwrap();
+        }
+        let tables = engine.table_count();
+        assert!(tables >= 4, "{tables}");
+        let compaction = {
+            let engine = engine.clone();
+            glommio::spawn_local(async move { engine.compact_all().await })
+        };
+        futures_lite::future::yield_now().await;
+        engine.close().await.unwrap();
+        // Either it finished before the close, or it gave up; never half of it.
+        let finished = compaction.await.is_ok();
+        drop(engine);
+        let engine = open_with(config).await;
+        assert_eq!(engine.table_count(), if finished { 1 } else { tables });
+        for i in (0..8000).step_by(31) {
+            let key = format!("key-{i:05}");
+            assert_eq!(
+                live(&engine, key.as_bytes()).await,
+                vec![vec![6; 100]],
+                "{key}"
+            );
+        }
+        engine.close().await.unwrap();
+    });
+}
