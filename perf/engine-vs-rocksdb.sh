@@ -5,14 +5,18 @@
 # write-ahead log on but no fsync per write, O_DIRECT reads, 8 MiB block cache, 64 MiB
 # memtable, 4 KiB blocks, 10 bloom bits per key, lz4 tables (ringkv's table defaults).
 # ringkv also reports readrandom while a compaction runs; target: its p99.9 at most
-# 1.5 x the quiet readrandom p99.9.
+# 1.5 x the quiet readrandom p99.9. And updaterandom on both (read the key, then write
+# it): every ringkv write reads the key's versions first (it needs them to make the new
+# version's dot), so fillrandom compares a read-then-write with RocksDB's blind put, and
+# updaterandom compares like with like. Targets (issue 3): ringkv/RocksDB >= 1.0 on
+# fillrandom and readrandom ops/s.
 #
 # Usage: perf/engine-vs-rocksdb.sh [--rocksdb-only]
 #   --rocksdb-only   measure RocksDB alone (no cargo build, no ringkv run, no ratios)
 # Environment:
 #   ENGINE_BENCH_DIR   where the data dirs go (default target/perf-engine; must be a
 #                      real disk, tmpfs is refused because O_DIRECT and fsync mean nothing)
-#   MIN_FILL_RATIO, MIN_READ_RATIO   optional targets for ringkv/RocksDB ops/s
+#   MIN_FILL_RATIO, MIN_READ_RATIO   targets for ringkv/RocksDB ops/s (default 1.0)
 # Installs rocksdb-tools (db_bench) with apt-get if missing. Writes
 # perf/results/engine-vs-rocksdb-<UTC time>.txt with the machine, the commands, both
 # systems' output and the table, and prints the table.
@@ -102,6 +106,8 @@ wait_bench=""
 grep -q waitforcompaction <<<"$db_help" && wait_bench="waitforcompaction,"
 read_cmd=("$db_bench" "${db_opts[@]}" --seed=2 --use_existing_db=1
   --benchmarks="${wait_bench}readrandom,levelstats")
+update_cmd=("$db_bench" "${db_opts[@]}" --seed=3 --use_existing_db=1
+  --benchmarks="${wait_bench}updaterandom")
 ringkv_cmd=("$bin" bench-engine --dir "$ringkv_dir" --keys "$keys" --key-bytes "$key_bytes"
   --value-bytes "$value_bytes" --cache-bytes "$cache_bytes" --memtable-bytes "$memtable_bytes")
 
@@ -185,6 +191,12 @@ echo "running db_bench fillrandom ..." >&2
 echo "running db_bench readrandom (a few minutes with O_DIRECT) ..." >&2
 "${read_cmd[@]}" >"$rocks_read_log" 2>"$work/db_bench-read.err" \
   || { cat "$work/db_bench-read.err" >&2; fail "db_bench readrandom failed"; }
+rocks_update_log="$work/db_bench-update.out"
+echo "running db_bench updaterandom ..." >&2
+"${update_cmd[@]}" >"$rocks_update_log" 2>"$work/db_bench-update.err" \
+  || { cat "$work/db_bench-update.err" >&2; fail "db_bench updaterandom failed"; }
+read -r r_upd_ops r_upd_p50 r_upd_p99 r_upd_p999 < <(rocks_stats updaterandom "$rocks_update_log") \
+  || { cat "$rocks_update_log" >&2; fail "could not parse the db_bench updaterandom output above"; }
 read -r r_fill_ops r_fill_p50 r_fill_p99 r_fill_p999 < <(rocks_stats fillrandom "$rocks_fill_log") \
   || { cat "$rocks_fill_log" >&2; fail "could not parse the db_bench fillrandom output above"; }
 read -r r_read_ops r_read_p50 r_read_p99 r_read_p999 < <(rocks_stats readrandom "$rocks_read_log") \
@@ -193,9 +205,11 @@ read -r r_read_ops r_read_p50 r_read_p99 r_read_p999 < <(rocks_stats readrandom 
   echo "## RocksDB"
   echo "fill: ${fill_cmd[*]}"
   echo "read: ${read_cmd[*]}"
+  echo "update: ${update_cmd[*]}"
   echo "(output below without the histogram buckets)"
   grep -v -E '^[[(]|^-+$' "$rocks_fill_log" | sed -n '/^DB path/,$p' || true
   grep -v -E '^[[(]|^-+$' "$rocks_read_log" | sed -n '/^DB path/,$p' || true
+  grep -v -E '^[[(]|^-+$' "$rocks_update_log" | sed -n '/^DB path/,$p' || true
   grep -h '^WARNING' "$rocks_fill_log" "$rocks_read_log" | sort -u || true
   echo
 } >>"$out"
@@ -212,6 +226,8 @@ if [ "$rocksdb_only" -eq 0 ]; then
     || { cat "$ringkv_log" >&2; fail "no parseable 'readrandom:' line in the ringkv output above"; }
   read -r k_comp_ops k_comp_p50 k_comp_p99 k_comp_p999 < <(ringkv_stats readrandom_during_compaction "$ringkv_log") \
     || { cat "$ringkv_log" >&2; fail "no parseable 'readrandom_during_compaction:' line in the ringkv output above"; }
+  read -r k_upd_ops k_upd_p50 k_upd_p99 k_upd_p999 < <(ringkv_stats updaterandom "$ringkv_log") \
+    || { cat "$ringkv_log" >&2; fail "no parseable 'updaterandom:' line in the ringkv output above"; }
   {
     echo "## ringkv"
     echo "run: ${ringkv_cmd[*]}"
@@ -229,24 +245,22 @@ row() { printf '%-30s %-8s %10s %9s %9s %9s\n' "$@"; }
   row benchmark system ops/s p50 p99 p99.9
   row fillrandom RocksDB "$r_fill_ops" "$r_fill_p50" "$r_fill_p99" "$r_fill_p999"
   row readrandom RocksDB "$r_read_ops" "$r_read_p50" "$r_read_p99" "$r_read_p999"
+  row updaterandom RocksDB "$r_upd_ops" "$r_upd_p50" "$r_upd_p99" "$r_upd_p999"
   if [ "$rocksdb_only" -eq 0 ]; then
     row fillrandom ringkv "$k_fill_ops" "$k_fill_p50" "$k_fill_p99" "$k_fill_p999"
     row readrandom ringkv "$k_read_ops" "$k_read_p50" "$k_read_p99" "$k_read_p999"
     row readrandom_during_compaction ringkv "$k_comp_ops" "$k_comp_p50" "$k_comp_p99" "$k_comp_p999"
+    row updaterandom ringkv "$k_upd_ops" "$k_upd_p50" "$k_upd_p99" "$k_upd_p999"
     echo
     fill_ratio="$(ratio "$k_fill_ops" "$r_fill_ops")"
     read_ratio="$(ratio "$k_read_ops" "$r_read_ops")"
     p999_ratio="$(ratio "$k_comp_p999" "$k_read_p999")"
-    if [ -n "${MIN_FILL_RATIO:-}" ]; then
-      echo "fillrandom ops/s ringkv/RocksDB: $fill_ratio (target >= $MIN_FILL_RATIO: $(verdict "$fill_ratio" ge "$MIN_FILL_RATIO"))"
-    else
-      echo "fillrandom ops/s ringkv/RocksDB: $fill_ratio (no target set)"
-    fi
-    if [ -n "${MIN_READ_RATIO:-}" ]; then
-      echo "readrandom ops/s ringkv/RocksDB: $read_ratio (target >= $MIN_READ_RATIO: $(verdict "$read_ratio" ge "$MIN_READ_RATIO"))"
-    else
-      echo "readrandom ops/s ringkv/RocksDB: $read_ratio (no target set)"
-    fi
+    update_ratio="$(ratio "$k_upd_ops" "$r_upd_ops")"
+    min_fill="${MIN_FILL_RATIO:-1.0}"
+    min_read="${MIN_READ_RATIO:-1.0}"
+    echo "fillrandom ops/s ringkv/RocksDB: $fill_ratio (target >= $min_fill: $(verdict "$fill_ratio" ge "$min_fill"))"
+    echo "readrandom ops/s ringkv/RocksDB: $read_ratio (target >= $min_read: $(verdict "$read_ratio" ge "$min_read"))"
+    echo "updaterandom ops/s ringkv/RocksDB: $update_ratio (read-then-write on both; no target)"
     echo "ringkv readrandom p99.9 during compaction / quiet: $p999_ratio (target <= $p999_target: $(verdict "$p999_ratio" le "$p999_target"))"
   else
     echo

@@ -152,6 +152,9 @@ struct ServerArgs {
     /// Seconds a deleted key's tombstone is kept before compaction may drop it
     #[arg(long)]
     gc_grace_secs: Option<u64>,
+    /// Bytes of tables one shard's compaction reads per second (0: no limit)
+    #[arg(long)]
+    compaction_bytes_per_sec: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -178,6 +181,9 @@ struct BenchEngineArgs {
     sync_period_ms: u64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Compaction's read rate limit in bytes/s (0: none; default: the server's)
+    #[arg(long)]
+    compaction_bytes_per_sec: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -316,6 +322,9 @@ fn bench_engine(args: BenchEngineArgs) -> anyhow::Result<ExitCode> {
         memtable_bytes: args.memtable_bytes,
         sync: sync_policy(args.sync, args.sync_period_ms),
         seed: args.seed,
+        compaction_bytes_per_sec: args
+            .compaction_bytes_per_sec
+            .unwrap_or(ringkv::config::ServerConfig::default().compaction_bytes_per_sec),
     };
     println!(
         "bench-engine: {} keys of {} bytes, {}-byte values, cache {} KiB, memtable {} KiB, \
@@ -356,6 +365,9 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         memtable_bytes: args.memtable_bytes.unwrap_or(defaults.memtable_bytes),
         cache_bytes: args.cache_bytes.unwrap_or(defaults.cache_bytes),
         gc_grace_secs: args.gc_grace_secs.unwrap_or(defaults.gc_grace_secs),
+        compaction_bytes_per_sec: args
+            .compaction_bytes_per_sec
+            .unwrap_or(defaults.compaction_bytes_per_sec),
         ..defaults
     };
     config.validate().map_err(anyhow::Error::msg)?;

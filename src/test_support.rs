@@ -16,7 +16,8 @@ pub fn temp_dir() -> tempfile::TempDir {
 }
 
 /// Runs `f` on a fresh glommio executor (unbound, small io_memory: tests run in parallel
-/// under an 8 MiB RLIMIT_MEMLOCK) and returns its output.
+/// under an 8 MiB RLIMIT_MEMLOCK), under a watchdog (`runtime::watchdog`), and returns
+/// its output.
 pub fn run<G, F, T>(f: G) -> T
 where
     G: FnOnce() -> F + Send + 'static,
@@ -25,7 +26,7 @@ where
 {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
-        .spawn(f)
+        .spawn(move || crate::runtime::watchdog::guarded("test executor", f()))
         .expect("spawn executor")
         .join()
         .expect("executor thread")

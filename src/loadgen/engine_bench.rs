@@ -11,6 +11,9 @@
 //! 4. `readrandom_during_compaction`: the same reads while a major compaction of every
 //!    table runs in its low-share queue; the phase stops when the compaction ends, so
 //!    every read in it overlapped the compaction.
+//! 5. `updaterandom`: `reads` blind writes of random keys on the filled store. Every
+//!    ringkv write reads the key's versions first, so this is db_bench's
+//!    `updaterandom` (read, then write) more than its `fillrandom` (write only).
 //!
 //! Each phase reports throughput and latency percentiles from an HdrHistogram.
 
@@ -40,6 +43,7 @@ pub struct EngineBenchOptions {
     pub memtable_bytes: usize,
     pub sync: SyncPolicy,
     pub seed: u64,
+    pub compaction_bytes_per_sec: u64,
 }
 
 /// One phase's figures.
@@ -92,7 +96,12 @@ pub fn run(
         .name("bench-engine")
         .io_memory(io_memory)
         .preempt_timer(crate::runtime::SHARD_PREEMPT)
-        .spawn(move || async move { phases(&options, &mut progress).await })
+        .spawn(move || async move {
+            crate::runtime::watchdog::guarded("bench-engine executor", async {
+                phases(&options, &mut progress).await
+            })
+            .await
+        })
         .map_err(|e| format!("starting the executor: {e}"))?
         .join()
         .map_err(|e| format!("the benchmark's executor failed: {e:?}"))?
@@ -106,6 +115,7 @@ async fn phases(
         sync: options.sync,
         memtable_bytes: options.memtable_bytes,
         cache_bytes: options.cache_bytes,
+        compaction_bytes_per_sec: options.compaction_bytes_per_sec,
         ..ServerConfig::default()
     };
     let config = defaults.engine(options.dir.join("shard-000"), 1);
@@ -122,7 +132,7 @@ async fn phases(
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let mut reports = Vec::new();
 
-    let fill = fill(&engine, options, &mut rng).await?;
+    let fill = write_phase(&engine, options, options.keys, &mut rng, "fillrandom").await?;
     progress(&fill);
     reports.push(fill);
     engine.flush().await.map_err(|e| e.to_string())?;
@@ -152,6 +162,10 @@ async fn phases(
     compaction.await.map_err(|e| format!("compaction: {e}"))?;
     progress(&during);
     reports.push(during);
+
+    let update = write_phase(&engine, options, options.reads, &mut rng, "updaterandom").await?;
+    progress(&update);
+    reports.push(update);
     eprintln!(
         "bench-engine: {} tables, {} KiB in the block cache, engine {:?}",
         engine.table_count(),
@@ -173,16 +187,19 @@ fn key(n: u64, key_bytes: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&digits.as_bytes()[digits.len() - key_bytes..]);
 }
 
-async fn fill(
+/// `ops` writes of random keys.
+async fn write_phase(
     engine: &Engine,
     options: &EngineBenchOptions,
+    ops: u64,
     rng: &mut impl Rng,
+    name: &'static str,
 ) -> Result<PhaseReport, String> {
     let mut latency = new_histogram();
     let mut k = Vec::with_capacity(options.key_bytes);
     let mut value = vec![0u8; options.value_bytes];
     let started = Instant::now();
-    for _ in 0..options.keys {
+    for _ in 0..ops {
         key(rng.gen_range(0..options.keys), options.key_bytes, &mut k);
         // Half random, half zeros: compresses to about half, as db_bench's values do.
         rng.fill(&mut value[..options.value_bytes / 2]);
@@ -190,12 +207,14 @@ async fn fill(
         engine
             .write(&k, &Context::empty(), Some(&value), 1)
             .await
-            .map_err(|e| format!("fillrandom: {e}"))?;
+            .map_err(|e| format!("{name}: {e}"))?;
         latency.saturating_record(t.elapsed().as_nanos() as u64);
+        // Writes served from memory never yield: let the flush and the watchdog run.
+        glommio::yield_if_needed().await;
     }
     Ok(PhaseReport {
-        name: "fillrandom",
-        ops: options.keys,
+        name,
+        ops,
         elapsed: started.elapsed(),
         latency,
         found: 0,

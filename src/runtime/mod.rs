@@ -22,7 +22,7 @@ use crate::config::ServerConfig;
 /// How long a task queue may keep the core before the executor looks at the others:
 /// bounds how long compaction, running in its low-share queue, can hold up a request
 /// whose I/O has completed (glommio's default is 100 ms).
-pub const SHARD_PREEMPT: std::time::Duration = std::time::Duration::from_micros(500);
+pub const SHARD_PREEMPT: std::time::Duration = std::time::Duration::from_micros(100);
 use crate::error::StartupError;
 use crate::protocol::Request;
 use crate::ring::{even_shard_tokens, ShardMap};

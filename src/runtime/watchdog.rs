@@ -12,8 +12,12 @@
 //! gets a signal, which interrupts the wait, and the executor then drains every ring.
 //! A healthy executor costs one channel message per tick and is never signalled.
 //!
-//! The same watchdog guards the server's shards and the load generator's client
-//! executors: each executor runs a task that takes ticks and bumps its [`Liveness`].
+//! The same watchdog guards the server's shards, the load generator's client
+//! executors, `bench-engine` and the crate's tests ([`guarded`]): each executor runs a
+//! task that takes ticks and bumps its [`Liveness`]. A second way to sleep through
+//! work was seen later, with no poll ring involved: `bench-engine` (then unguarded)
+//! asleep for minutes in its read phase after a compaction, three requests in flight
+//! on the main ring (fdinfo), the io-wq worker idle. Not understood; guarded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,6 +70,24 @@ impl Liveness {
     pub fn tick(&self) {
         self.ticks.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Runs `future` on the current executor under a watchdog of its own (for executors
+/// that run one job: a benchmark, a test). The watchdog thread ends with the future.
+pub async fn guarded<T>(kind: &'static str, future: impl std::future::Future<Output = T>) -> T {
+    let (tick_tx, ticks) = flume::bounded::<()>(1);
+    let live = Arc::new(Liveness::default());
+    live.running();
+    start(kind, vec![(tick_over(tick_tx, || ()), live.clone())]);
+    let watched = glommio::spawn_local(async move {
+        while ticks.recv_async().await.is_ok() {
+            live.tick();
+        }
+    });
+    let output = future.await;
+    // Cancels the task; its receiver goes, the next tick fails, the watchdog ends.
+    drop(watched);
+    output
 }
 
 /// Starts the watchdog thread over `targets`; it ends when every target is gone.

@@ -87,6 +87,9 @@ pub struct EngineConfig {
     pub gc_grace_us: u64,
     pub table: TableOptions,
     pub compaction: SizeTieredOptions,
+    /// Compaction reads at most this many bytes of input tables per second (0: no
+    /// limit), so that its disk reads and writes leave room for requests' reads.
+    pub compaction_bytes_per_sec: u64,
     /// Fault injection for tests: a table write that would end past this many bytes
     /// fails with ENOSPC, as on a full disk. `u64::MAX` otherwise.
     pub table_file_bytes_max: u64,
@@ -135,6 +138,7 @@ struct Core {
     sealed_memtables_max: usize,
     gc_grace_us: u64,
     compaction: SizeTieredOptions,
+    compaction_bytes_per_sec: u64,
     /// Woken by every change the jobs or waiting writes look at: a seal, a roll, a
     /// write merged, a table installed, a failure, closing.
     changed: Signal,
@@ -246,6 +250,7 @@ impl Engine {
             sealed_memtables_max: config.sealed_memtables_max.max(1),
             gc_grace_us: config.gc_grace_us,
             compaction: config.compaction,
+            compaction_bytes_per_sec: config.compaction_bytes_per_sec,
             changed: Signal::default(),
             closing: Cell::new(false),
             compaction_wanted: Cell::new(true),

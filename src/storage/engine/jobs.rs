@@ -175,9 +175,16 @@ pub async fn compact(core: &Rc<Core>, ids: Option<Vec<u64>>) -> Result<(), Stora
         .map_or(0, |d| d.as_micros() as u64);
     let mut out = core.tables.create().await?;
     let mut purged = 0;
+    // Paced, unless tables pile up faster than paced compaction merges them: then the
+    // reads (each table a filter check, maybe a block read) matter more.
+    let backlog = 2 * core.compaction.min_threshold;
+    let pace = Pace::new(core.compaction_bytes_per_sec, || {
+        core.tables.count() > backlog
+    });
     let merged = merge_into(
         &inputs,
         &core.closing,
+        &pace,
         |key, versions| {
             let purge = purgeable(versions, now_us, core.gc_grace_us, true)
                 && !others.iter().any(|t| may_hold(t, key));
@@ -219,15 +226,16 @@ pub async fn compact(core: &Rc<Core>, ids: Option<Vec<u64>>) -> Result<(), Stora
 async fn merge_into(
     inputs: &[Rc<Table>],
     closing: &std::cell::Cell<bool>,
+    pace: &Pace<impl Fn() -> bool>,
     mut keep: impl FnMut(&[u8], &VersionSet) -> bool,
     out: &mut TableOut,
 ) -> Result<(), StorageError> {
     let buffers: Vec<Buffer> = inputs.iter().map(|_| Buffer::default()).collect();
     let mut scans: Vec<Option<TableIter<'_>>> = inputs.iter().map(|t| Some(t.iter())).collect();
-    refill(inputs, &mut scans, &buffers).await?;
+    refill(inputs, &mut scans, &buffers, pace).await?;
     let mut merge = MergeIter::new(buffers.clone());
     loop {
-        refill(inputs, &mut scans, &buffers).await?;
+        refill(inputs, &mut scans, &buffers, pace).await?;
         let Some((key, versions)) = merge.next() else {
             return Ok(());
         };
@@ -258,12 +266,15 @@ async fn refill(
     inputs: &[Rc<Table>],
     scans: &mut [Option<TableIter<'_>>],
     buffers: &[Buffer],
+    pace: &Pace<impl Fn() -> bool>,
 ) -> Result<(), StorageError> {
     for (i, scan) in scans.iter_mut().enumerate() {
         while buffers[i].0.borrow().is_empty() {
             let Some(iter) = scan else { break };
             match iter.next_block().await? {
                 Some(entries) => {
+                    let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    pace.wait(bytes as u64).await;
                     let mut buffer = buffers[i].0.borrow_mut();
                     for (key, bytes) in entries {
                         let versions = decode_versions(&inputs[i], &key, &bytes)?;
@@ -275,4 +286,38 @@ async fn refill(
         }
     }
     Ok(())
+}
+
+/// Keeps a compaction's reading at `bytes_per_sec` (entry bytes, before compression):
+/// after each block, sleeps while it is ahead of that rate, unless `behind()` says
+/// compaction is falling behind.
+struct Pace<B> {
+    bytes_per_sec: u64,
+    behind: B,
+    started: std::time::Instant,
+    bytes: std::cell::Cell<u64>,
+}
+
+impl<B: Fn() -> bool> Pace<B> {
+    fn new(bytes_per_sec: u64, behind: B) -> Pace<B> {
+        Pace {
+            bytes_per_sec,
+            behind,
+            started: std::time::Instant::now(),
+            bytes: std::cell::Cell::new(0),
+        }
+    }
+
+    async fn wait(&self, bytes: u64) {
+        if self.bytes_per_sec == 0 || (self.behind)() {
+            return;
+        }
+        self.bytes.set(self.bytes.get() + bytes);
+        let due = Duration::from_secs_f64(self.bytes.get() as f64 / self.bytes_per_sec as f64);
+        let ahead = due.saturating_sub(self.started.elapsed());
+        // Timers are coarse: sleeping for less than a millisecond costs more than it paces.
+        if ahead >= Duration::from_millis(1) {
+            glommio::timer::sleep(ahead).await;
+        }
+    }
 }

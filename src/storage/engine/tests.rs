@@ -28,6 +28,7 @@ fn config(dir: &Path, sync: SyncPolicy) -> EngineConfig {
             max_threshold: 4,
             ..SizeTieredOptions::default()
         },
+        compaction_bytes_per_sec: 0,
         ..EngineConfig::new(dir, 7)
     }
 }
