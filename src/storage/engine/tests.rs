@@ -613,3 +613,53 @@ fn closing_during_a_compaction_abandons_it_and_keeps_the_inputs() {
         engine.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_full_disk_fails_compactions_but_keeps_their_inputs_serving() {
+    run(|| async {
+        let dir = test_dir();
+        let config = EngineConfig {
+            memtable_bytes: 64 << 10,
+            table: crate::storage::sstable::TableOptions {
+                compression: crate::storage::sstable::Compression::None,
+                ..Default::default()
+            },
+            // A flush's table fits; two of them merged do not.
+            table_file_bytes_max: 96 << 10,
+            // Only the compaction asked for below.
+            compaction: SizeTieredOptions {
+                min_threshold: 1000,
+                max_threshold: 1000,
+                ..SizeTieredOptions::default()
+            },
+            ..config(dir.path(), SyncPolicy::None)
+        };
+        let engine = open_with(config).await;
+        for round in 0..3 {
+            write_keys(&engine, round * 250..(round + 1) * 250, 7).await;
+            engine.flush().await.unwrap();
+        }
+        let tables = engine.table_count();
+        assert!(tables >= 3, "{tables}");
+        assert!(engine.compact_all().await.is_err());
+        assert!(engine.stats().flush_failures == 0, "{:?}", engine.stats());
+        assert_eq!(engine.table_count(), tables);
+        for i in 0..750 {
+            let key = format!("key-{i:05}");
+            assert_eq!(
+                live(&engine, key.as_bytes()).await,
+                vec![vec![7; 100]],
+                "{key}"
+            );
+        }
+        engine.close().await.unwrap();
+        let partial = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("sst".as_ref()))
+            .count();
+        assert_eq!(
+            partial, tables,
+            "a failed compaction left its output behind"
+        );
+    });
+}
