@@ -287,6 +287,23 @@ async fn write_keys(engine: &Engine, range: std::ops::Range<u32>, tag: u8) {
     }
 }
 
+/// Table files in a shard directory.
+fn table_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("sst".as_ref()))
+        .count()
+}
+
+/// Compaction options under which the job never finds work: only tests' calls compact.
+fn manual_compaction_only() -> SizeTieredOptions {
+    SizeTieredOptions {
+        min_threshold: 1000,
+        max_threshold: 1000,
+        ..SizeTieredOptions::default()
+    }
+}
+
 fn segment_count(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("commitlog")).unwrap().count()
 }
@@ -297,11 +314,7 @@ fn flushes_move_data_to_tables_and_recycle_the_log() {
         let dir = test_dir();
         let config = EngineConfig {
             // No compaction: count what the flushes made.
-            compaction: SizeTieredOptions {
-                min_threshold: 1000,
-                max_threshold: 1000,
-                ..SizeTieredOptions::default()
-            },
+            compaction: manual_compaction_only(),
             ..config(dir.path(), SyncPolicy::Batch)
         };
         let engine = open_with(config.clone()).await;
@@ -385,10 +398,7 @@ fn compaction_merges_tables_keeps_the_newest_versions_and_purges_old_tombstones(
             assert_eq!(live(&engine, key.as_bytes()).await, expected, "{key}");
         }
         // Only the live table's file is left.
-        let tables = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension() == Some("sst".as_ref()))
-            .count();
+        let tables = table_files(dir.path());
         assert_eq!(tables, 1);
         engine.close().await.unwrap();
     });
@@ -469,10 +479,7 @@ fn a_full_disk_fails_the_flush_loses_nothing_and_recovers() {
         }
         engine.close().await.unwrap();
         // No half-written table is left behind, and with room the data flushes.
-        let leftovers = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension() == Some("sst".as_ref()))
-            .count();
+        let leftovers = table_files(dir.path());
         assert_eq!(leftovers, 0);
         let engine = open(dir.path(), SyncPolicy::Batch).await;
         engine.flush().await.unwrap();
@@ -576,11 +583,7 @@ fn closing_during_a_compaction_abandons_it_and_keeps_the_inputs() {
     run(|| async {
         let dir = test_dir();
         let config = EngineConfig {
-            compaction: SizeTieredOptions {
-                min_threshold: 1000,
-                max_threshold: 1000,
-                ..SizeTieredOptions::default()
-            },
+            compaction: manual_compaction_only(),
             memtable_bytes: 256 << 10,
             ..config(dir.path(), SyncPolicy::None)
         };
@@ -627,11 +630,7 @@ fn a_full_disk_fails_compactions_but_keeps_their_inputs_serving() {
             // A flush's table fits; two of them merged do not.
             table_file_bytes_max: 96 << 10,
             // Only the compaction asked for below.
-            compaction: SizeTieredOptions {
-                min_threshold: 1000,
-                max_threshold: 1000,
-                ..SizeTieredOptions::default()
-            },
+            compaction: manual_compaction_only(),
             ..config(dir.path(), SyncPolicy::None)
         };
         let engine = open_with(config).await;
@@ -653,10 +652,7 @@ fn a_full_disk_fails_compactions_but_keeps_their_inputs_serving() {
             );
         }
         engine.close().await.unwrap();
-        let partial = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension() == Some("sst".as_ref()))
-            .count();
+        let partial = table_files(dir.path());
         assert_eq!(
             partial, tables,
             "a failed compaction left its output behind"
