@@ -95,7 +95,6 @@ pub fn run(
     LocalExecutorBuilder::new(Placement::Unbound)
         .name("bench-engine")
         .io_memory(io_memory)
-        .preempt_timer(crate::runtime::SHARD_PREEMPT)
         .spawn(move || async move {
             crate::runtime::watchdog::guarded("bench-engine executor", async {
                 phases(&options, &mut progress).await

@@ -19,12 +19,6 @@ use watchdog::Liveness;
 
 use crate::config::ServerConfig;
 
-/// How long a task queue may keep the core before the executor looks at the others:
-/// bounds how long compaction, running in its low-share queue, can hold up a request
-/// whose I/O has completed (glommio's default is 100 ms). 100 µs was tried: under the
-/// parallel test suite, servers then stopped answering some requests for 30 s and more
-/// (not understood; a glommio timer path, probably); 500 µs passed every run.
-pub const SHARD_PREEMPT: std::time::Duration = std::time::Duration::from_micros(500);
 use crate::error::StartupError;
 use crate::protocol::Request;
 use crate::ring::{even_shard_tokens, ShardMap};
@@ -119,7 +113,6 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
             .io_memory(io_memory)
-            .preempt_timer(SHARD_PREEMPT)
             .spawn(move || crate::server::run_shard(setup))
             .map_err(|e| {
                 StartupError::Environment(format!("starting shard {shard}'s executor: {e}"))
