@@ -281,14 +281,18 @@ impl Engine {
     /// read ([`get`](Self::get)).
     pub fn read_now<R>(&self, key: &[u8], f: impl FnOnce(Option<&VersionSet>) -> R) -> Option<R> {
         let core = &self.core;
-        if let Some(holder) = core.memory.holder(key) {
-            let table = holder.table.borrow();
-            return Some(f(table.get(key)));
+        // `f` goes to memory's lookup, and comes back unused if memory misses.
+        let mut f = Some(f);
+        let found = core
+            .memory
+            .find(key, |versions| f.take().expect("unused")(Some(versions)));
+        if found.is_some() {
+            return found;
         }
         if core.tables.may_hold(key) {
             return None;
         }
-        Some(f(None))
+        Some(f.take().expect("memory missed, so unused")(None))
     }
 
     /// The key's durable version set, if any.

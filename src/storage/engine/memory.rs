@@ -62,26 +62,23 @@ impl Memory {
         self.active.borrow().clone()
     }
 
-    /// The newest generation that holds `key`.
-    pub fn holder(&self, key: &[u8]) -> Option<Rc<Generation>> {
-        let holds = |g: &Rc<Generation>| g.table.borrow().get(key).is_some();
+    /// `f` of the key's set in the newest generation that holds it: one lookup per
+    /// generation, newest first.
+    pub fn find<R>(&self, key: &[u8], f: impl FnOnce(&VersionSet) -> R) -> Option<R> {
         let active = self.active.borrow();
-        if holds(&active) {
-            return Some(active.clone());
+        let sealed = self.sealed.borrow();
+        let newest_first = std::iter::once(&*active).chain(sealed.iter().rev());
+        for generation in newest_first {
+            if let Some(versions) = generation.table.borrow().get(key) {
+                return Some(f(versions));
+            }
         }
-        self.sealed
-            .borrow()
-            .iter()
-            .rev()
-            .find(|g| holds(g))
-            .cloned()
+        None
     }
 
     /// The key's set in the newest generation that holds it.
     pub fn get(&self, key: &[u8]) -> Option<VersionSet> {
-        let holder = self.holder(key)?;
-        let table = holder.table.borrow();
-        table.get(key).cloned()
+        self.find(key, VersionSet::clone)
     }
 
     /// Seals the active generation behind a fresh one and returns it.
