@@ -6,14 +6,12 @@
 //! filter admits it) — are answered inline by the connection's reader
 //! ([`answer_at_once`]); writes, and reads that go to the tables, run as their own task.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::protocol::{
     encode_error_response, encode_get_response, encode_response, Consistency, Request, Response,
     ResponseBody, ShardMap as WireShardMap, Status,
 };
 use crate::runtime::ShardMsg;
-use crate::version::{Context, VersionSet};
+use crate::version::{now_us, Context, VersionSet};
 
 use super::Shard;
 
@@ -222,10 +220,4 @@ fn check_replicas(consistency: Consistency) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }

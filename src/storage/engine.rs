@@ -458,10 +458,7 @@ impl Core {
     /// Write back-pressure: waits while the active memtable is full and the sealed ones
     /// wait for their flush; fails at once if that flush keeps failing.
     async fn wait_for_room(&self) -> Result<(), StorageError> {
-        let full = || {
-            self.memory.active_bytes() >= self.memtable_bytes
-                && self.memory.sealed_count() >= self.sealed_memtables_max
-        };
+        let full = || self.active_full() && self.memory.sealed_count() >= self.sealed_memtables_max;
         if !full() {
             return Ok(());
         }
@@ -479,11 +476,14 @@ impl Core {
         Ok(())
     }
 
+    /// Whether the active memtable reached the flush threshold.
+    fn active_full(&self) -> bool {
+        self.memory.active_bytes() >= self.memtable_bytes
+    }
+
     /// Seals the active memtable if it reached the threshold and there is room.
     fn seal_if_full(self: &Rc<Self>) {
-        if self.memory.active_bytes() >= self.memtable_bytes
-            && self.memory.sealed_count() < self.sealed_memtables_max
-        {
+        if self.active_full() && self.memory.sealed_count() < self.sealed_memtables_max {
             self.seal();
         }
     }

@@ -107,6 +107,13 @@ impl Versioned {
     }
 }
 
+/// The wall clock as [`Versioned::timestamp_us`] counts it (0 before the epoch).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Why a context or version set could not be decoded or encoded. Every message says
 /// which field was wrong and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@
 //! writes go on from the live tables and the log.
 
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -170,9 +170,7 @@ pub async fn compact(core: &Rc<Core>, ids: Option<Vec<u64>>) -> Result<(), Stora
         return Ok(());
     }
     let others = core.tables.others(&ids);
-    let now_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+    let now_us = crate::version::now_us();
     let mut out = core.tables.create().await?;
     let mut purged = 0;
     // Paced, unless tables pile up faster than paced compaction merges them: then the

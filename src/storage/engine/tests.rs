@@ -418,7 +418,7 @@ fn tombstones_younger_than_gc_grace_survive_compaction() {
             let key = format!("key-{i:05}");
             let context = context_of(&engine, key.as_bytes()).await;
             engine
-                .write(key.as_bytes(), &context, None, now_us())
+                .write(key.as_bytes(), &context, None, crate::version::now_us())
                 .await
                 .unwrap();
         }
@@ -433,13 +433,6 @@ fn tombstones_younger_than_gc_grace_survive_compaction() {
         assert!(kept.is_tombstone_only());
         engine.close().await.unwrap();
     });
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
 }
 
 #[test]
