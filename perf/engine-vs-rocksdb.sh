@@ -185,16 +185,18 @@ fi
 # --- RocksDB -----------------------------------------------------------------------
 rocks_fill_log="$work/db_bench-fill.out"
 rocks_read_log="$work/db_bench-read.out"
-echo "running db_bench fillrandom ..." >&2
-"${fill_cmd[@]}" >"$rocks_fill_log" 2>"$work/db_bench-fill.err" \
-  || { cat "$work/db_bench-fill.err" >&2; fail "db_bench fillrandom failed"; }
-echo "running db_bench readrandom (a few minutes with O_DIRECT) ..." >&2
-"${read_cmd[@]}" >"$rocks_read_log" 2>"$work/db_bench-read.err" \
-  || { cat "$work/db_bench-read.err" >&2; fail "db_bench readrandom failed"; }
 rocks_update_log="$work/db_bench-update.out"
-echo "running db_bench updaterandom ..." >&2
-"${update_cmd[@]}" >"$rocks_update_log" 2>"$work/db_bench-update.err" \
-  || { cat "$work/db_bench-update.err" >&2; fail "db_bench updaterandom failed"; }
+# run_db_bench BENCHMARK LOG COMMAND...: runs COMMAND with its output in LOG; on failure
+# shows its stderr and stops
+run_db_bench() {
+  local name="$1" log="$2"
+  shift 2
+  echo "running db_bench $name ..." >&2
+  "$@" >"$log" 2>"$log.err" || { cat "$log.err" >&2; fail "db_bench $name failed"; }
+}
+run_db_bench fillrandom "$rocks_fill_log" "${fill_cmd[@]}"
+run_db_bench "readrandom (a few minutes with O_DIRECT)" "$rocks_read_log" "${read_cmd[@]}"
+run_db_bench updaterandom "$rocks_update_log" "${update_cmd[@]}"
 read -r r_upd_ops r_upd_p50 r_upd_p99 r_upd_p999 < <(rocks_stats updaterandom "$rocks_update_log") \
   || { cat "$rocks_update_log" >&2; fail "could not parse the db_bench updaterandom output above"; }
 read -r r_fill_ops r_fill_p50 r_fill_p99 r_fill_p999 < <(rocks_stats fillrandom "$rocks_fill_log") \
@@ -210,7 +212,7 @@ read -r r_read_ops r_read_p50 r_read_p99 r_read_p999 < <(rocks_stats readrandom 
   grep -v -E '^[[(]|^-+$' "$rocks_fill_log" | sed -n '/^DB path/,$p' || true
   grep -v -E '^[[(]|^-+$' "$rocks_read_log" | sed -n '/^DB path/,$p' || true
   grep -v -E '^[[(]|^-+$' "$rocks_update_log" | sed -n '/^DB path/,$p' || true
-  grep -h '^WARNING' "$rocks_fill_log" "$rocks_read_log" | sort -u || true
+  grep -h '^WARNING' "$rocks_fill_log" "$rocks_read_log" "$rocks_update_log" | sort -u || true
   echo
 } >>"$out"
 
