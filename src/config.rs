@@ -18,6 +18,10 @@ pub const DEFAULT_DATA_DIR: &str = "ringkv-data";
 /// commit log's own type, named here for the server's configuration.
 pub use crate::storage::commitlog::SyncMode as SyncPolicy;
 
+/// How concurrent writes to one key are settled: siblings (dotted version vectors, the
+/// default) or last-write-wins (blind writes; see [`crate::version`]).
+pub use crate::version::ConflictMode;
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Directory that holds the node id, the shard layout and every shard's data.
@@ -33,6 +37,8 @@ pub struct ServerConfig {
     /// Pin each shard to a core (off in tests so many executors fit on 2 cores).
     pub pin_cores: bool,
     pub sync: SyncPolicy,
+    /// Fixed when the data dir is created (its `node.meta` records it).
+    pub conflicts: ConflictMode,
     /// Commit-log segment size; a multiple of 4096.
     pub commitlog_segment_bytes: u64,
     /// Bytes that may wait in a shard's commit-log queue before appends wait (back-pressure).
@@ -80,6 +86,8 @@ impl Default for ServerConfig {
             vnodes_per_shard: 16,
             pin_cores: true,
             sync: SyncPolicy::Batch,
+            // Never lose a concurrent write silently (DESIGN.md §1); lww is opt-in.
+            conflicts: ConflictMode::Dvv,
             // 64 MiB segments: few files, and recycling one frees a useful amount.
             commitlog_segment_bytes: 64 << 20,
             // 16 MiB queued per shard is ~10 ms of writes at disk speed.
@@ -192,6 +200,7 @@ impl ServerConfig {
             dir,
             node_id,
             sync: self.sync,
+            conflicts: self.conflicts,
             segment_bytes: self.commitlog_segment_bytes,
             buffer_bytes_max: self.commitlog_buffer_bytes_max,
             record_bytes_max: self.record_bytes_max(),

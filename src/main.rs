@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use ringkv::client::blocking::BlockingClient;
 use ringkv::client::Routing;
-use ringkv::config::{ServerConfig, SyncPolicy, DEFAULT_DATA_DIR, DEFAULT_PORT};
+use ringkv::config::{ConflictMode, ServerConfig, SyncPolicy, DEFAULT_DATA_DIR, DEFAULT_PORT};
 use ringkv::loadgen::{self, BenchOptions};
 use ringkv::runtime;
 
@@ -32,6 +32,23 @@ enum SyncArg {
     Periodic,
     /// Never fdatasync (tests only)
     None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConflictsArg {
+    /// Concurrent writes become siblings (dotted version vectors)
+    Dvv,
+    /// Last write wins: blind writes, a concurrent write is lost to the newer one
+    Lww,
+}
+
+impl From<ConflictsArg> for ConflictMode {
+    fn from(arg: ConflictsArg) -> ConflictMode {
+        match arg {
+            ConflictsArg::Dvv => ConflictMode::Dvv,
+            ConflictsArg::Lww => ConflictMode::Lww,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,6 +141,9 @@ struct ServerArgs {
     sync: SyncArg,
     #[arg(long, default_value_t = 10)]
     sync_period_ms: u64,
+    /// How concurrent writes to a key are settled; fixed when the data dir is created
+    #[arg(long, value_enum, default_value = "dvv")]
+    conflicts: ConflictsArg,
     /// Do not pin shards to cores (for machines shared with other work, and tests)
     #[arg(long)]
     no_pin: bool,
@@ -181,6 +201,9 @@ struct BenchEngineArgs {
     sync_period_ms: u64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// dvv: every write reads the key first (to make its dot); lww: blind writes
+    #[arg(long, value_enum, default_value = "dvv")]
+    conflicts: ConflictsArg,
     /// Compaction's read rate limit in bytes/s (0: none; default: the server's)
     #[arg(long)]
     compaction_bytes_per_sec: Option<u64>,
@@ -321,6 +344,7 @@ fn bench_engine(args: BenchEngineArgs) -> anyhow::Result<ExitCode> {
         cache_bytes: args.cache_bytes,
         memtable_bytes: args.memtable_bytes,
         sync: sync_policy(args.sync, args.sync_period_ms),
+        conflicts: args.conflicts.into(),
         seed: args.seed,
         compaction_bytes_per_sec: args
             .compaction_bytes_per_sec
@@ -328,13 +352,14 @@ fn bench_engine(args: BenchEngineArgs) -> anyhow::Result<ExitCode> {
     };
     println!(
         "bench-engine: {} keys of {} bytes, {}-byte values, cache {} KiB, memtable {} KiB, \
-         sync {:?}, dir {}",
+         sync {:?}, conflicts {}, dir {}",
         options.keys,
         options.key_bytes,
         options.value_bytes,
         options.cache_bytes >> 10,
         options.memtable_bytes >> 10,
         options.sync,
+        options.conflicts.name(),
         options.dir.display()
     );
     loadgen::engine_bench::run(&options, |phase| println!("{}", phase.line()))
@@ -352,6 +377,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         vnodes_per_shard: args.vnodes_per_shard.unwrap_or(defaults.vnodes_per_shard),
         pin_cores: !args.no_pin,
         sync: sync_policy(args.sync, args.sync_period_ms),
+        conflicts: args.conflicts.into(),
         commitlog_segment_bytes: args
             .commitlog_segment_bytes
             .unwrap_or(defaults.commitlog_segment_bytes),
@@ -374,7 +400,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     runtime::block_shutdown_signals();
     let node = runtime::start(config.clone())?;
     println!(
-        "ringkv node {:016x} serving {}:{} with {} shards (shard ports {}..={}), data in {}, sync {:?}",
+        "ringkv node {:016x} serving {}:{} with {} shards (shard ports {}..={}), data in {}, sync {:?}, conflicts {}",
         node.meta.node_id,
         config.host,
         config.port,
@@ -382,7 +408,8 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         config.shard_port(0),
         config.shard_port(config.shards - 1),
         config.data_dir.display(),
-        config.sync
+        config.sync,
+        config.conflicts.name()
     );
     let signal = runtime::wait_for_shutdown_signal();
     eprintln!("ringkv: signal {signal}: shutting down");

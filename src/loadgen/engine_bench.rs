@@ -26,7 +26,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{ServerConfig, SyncPolicy};
+use crate::config::{ConflictMode, ServerConfig, SyncPolicy};
 use crate::runtime::checks;
 use crate::storage::Engine;
 use crate::version::Context;
@@ -42,6 +42,7 @@ pub struct EngineBenchOptions {
     pub cache_bytes: usize,
     pub memtable_bytes: usize,
     pub sync: SyncPolicy,
+    pub conflicts: ConflictMode,
     pub seed: u64,
     pub compaction_bytes_per_sec: u64,
 }
@@ -112,6 +113,7 @@ async fn phases(
 ) -> Result<Vec<PhaseReport>, String> {
     let defaults = ServerConfig {
         sync: options.sync,
+        conflicts: options.conflicts,
         memtable_bytes: options.memtable_bytes,
         cache_bytes: options.cache_bytes,
         compaction_bytes_per_sec: options.compaction_bytes_per_sec,

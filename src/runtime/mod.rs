@@ -80,6 +80,7 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
         &config.data_dir,
         config.shards as u16,
         config.vnodes_per_shard as u16,
+        config.conflicts,
     )?;
     let shard_map = Arc::new(ShardMap::new(even_shard_tokens(
         meta.shards,

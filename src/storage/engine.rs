@@ -10,18 +10,27 @@
 //!                                                    tables; compaction merges them
 //! ```
 //!
-//! Write path ([`Engine::write`]): hold the key (see [`super::keylock`]), read the stored
-//! version set (pending writes, the memtables, then the tables), let the version layer
-//! make the new set ([`VersionSet::coordinate`]), append it to the commit log, and —
-//! under `batch` sync — wait for the group commit's fdatasync before the new set becomes
-//! visible to reads and the write is acknowledged. The key is released as soon as the
-//! record is queued, so the next write to the same key can join the same group commit:
-//! it reads the *pending* set, which is why pending sets are kept apart from the
-//! memtable. A read therefore never returns a version that a crash could take back.
+//! Write path ([`Engine::write`]), `dvv` mode: hold the key (see [`super::keylock`]),
+//! read the stored version set (pending writes, the memtables, then the tables), let the
+//! version layer make the new set ([`VersionSet::coordinate`]), append it to the commit
+//! log, and — under `batch` sync — wait for the group commit's fdatasync before the new
+//! set becomes visible to reads and the write is acknowledged. The key is released as
+//! soon as the record is queued, so the next write to the same key can join the same
+//! group commit: it reads the *pending* set, which is why pending sets are kept apart
+//! from the memtable. A read therefore never returns a version that a crash could take
+//! back.
 //!
-//! Because every write builds on everything stored for its key, the newest memtable
-//! holding a key has a set that descends from all older copies: reads stop there. Tables
-//! are merged instead (see `tables.rs` for why).
+//! `lww` mode writes blind: no key lock, no read. The new set is the value alone under
+//! the shard's clock ([`VersionSet::last_write`]), and the memtable's merge (`sync`)
+//! keeps whichever of its versions has the larger clock. That is the whole saving: a
+//! `dvv` write of a key that is only on disk costs a block read, an `lww` write never
+//! does (perf/README.md measures both).
+//!
+//! The newest memtable holding a key has a set that descends from all older copies, so
+//! reads stop there: in `dvv` mode because every write builds on everything stored for
+//! its key, in `lww` mode because the shard's clock only grows (it restarts above the
+//! manifest's clock floor and everything replayed), so a newer memtable's version has
+//! the larger clock. Tables are merged instead (see `tables.rs` for why).
 //!
 //! Flush (`jobs.rs`): when the active memtable reaches `memtable_bytes` it is sealed and
 //! the log rolls to a new segment in the same synchronous step, so every record in the
@@ -51,12 +60,12 @@ use glommio::TaskQueueHandle;
 
 use super::commitlog::{self, CommitLog, CommitLogConfig, Ticket};
 use super::compaction::SizeTieredOptions;
-use super::keylock::KeyLocks;
+use super::keylock::{KeyGuard, KeyLocks};
 use super::memtable::Memtable;
 use super::sstable::{FullDisk, TableOptions};
 use super::StorageError;
 use crate::config::{ServerConfig, SyncPolicy};
-use crate::version::{Context, NodeId, VersionSet, Versioned};
+use crate::version::{ConflictMode, Context, NodeId, VersionSet, Versioned};
 use memory::Memory;
 use signal::Signal;
 use tables::Tables;
@@ -71,6 +80,8 @@ pub struct EngineConfig {
     pub dir: PathBuf,
     pub node_id: NodeId,
     pub sync: SyncPolicy,
+    /// Siblings (read-merge-write) or last-write-wins (blind writes).
+    pub conflicts: ConflictMode,
     pub segment_bytes: u64,
     pub buffer_bytes_max: usize,
     /// Largest commit-log record: a key, a value and their versions.
@@ -124,6 +135,9 @@ pub struct EngineStats {
 /// The state the request path and the background jobs share (one shard, one thread).
 struct Core {
     node_id: NodeId,
+    conflicts: ConflictMode,
+    /// `lww` mode: the last clock given to a write (module doc); never decreases.
+    clock: Cell<u64>,
     log: CommitLog,
     locks: Rc<KeyLocks>,
     /// Batch sync only: the newest set of each key that is queued but not yet durable.
@@ -203,6 +217,11 @@ impl Engine {
         let report = CommitLog::recover(&log_dir, config.record_bytes_max, |kind, payload| {
             apply_record(&mut memtable, kind, payload)
         })?;
+        let replayed_clock = memtable
+            .iter()
+            .map(|(_, versions)| versions.last_write_clock())
+            .max()
+            .unwrap_or(0);
         if let Some(torn) = &report.torn_tail {
             eprintln!(
                 "ringkv: {}: torn tail cut at byte {} ({} bytes dropped: {}); writes there \
@@ -238,6 +257,8 @@ impl Engine {
         );
         let core = Rc::new(Core {
             node_id: config.node_id,
+            conflicts: config.conflicts,
+            clock: Cell::new(tables.lww_clock_floor().max(replayed_clock)),
             log,
             locks: Rc::new(KeyLocks::default()),
             pending: RefCell::new(AHashMap::new()),
@@ -300,8 +321,10 @@ impl Engine {
         self.core.stored(key).await
     }
 
-    /// Coordinates a write of `value` (`None` = delete) superseding what `context`
-    /// covers, as this node. Returns once the write is durable under the sync policy.
+    /// Coordinates a write of `value` (`None` = delete) as this node. In `dvv` mode it
+    /// supersedes what `context` covers and keeps the rest as siblings; in `lww` mode it
+    /// supersedes everything and `context` is ignored. Returns once the write is durable
+    /// under the sync policy.
     pub async fn write(
         &self,
         key: &[u8],
@@ -317,6 +340,11 @@ impl Engine {
             timestamp_us,
             value: value.map(Bytes::copy_from_slice),
         };
+        if core.conflicts == ConflictMode::Lww {
+            let versions = VersionSet::last_write(core.tick(timestamp_us), versioned);
+            core.check_storable(&key, &versions)?;
+            return core.log_and_apply(key, versions, None).await;
+        }
         let guard = core.locks.lock(&key).await;
         let pending = core.pending.borrow().get(&key).map(|p| p.versions.clone());
         let stored = match pending {
@@ -325,43 +353,10 @@ impl Engine {
         };
         let versions = VersionSet::coordinate(&stored, context, versioned, core.node_id);
         core.check_storable(&key, &versions)?;
-        let mut payload = Vec::with_capacity(2 + key.len() + versions.encoded_len());
-        encode_put(&key, &versions, &mut payload);
-        let ticket = core.log.append(RECORD_PUT, &payload).await?;
-        // Same poll as the append: the record belongs to the generation active now (a
-        // seal rolls the log in one step with it, see `Core::seal_if_full`).
-        let generation = core.memory.active();
-        if !core.wait_durable {
-            generation.table.borrow_mut().merge(key, versions.clone());
-            core.seal_if_full();
-            return Ok(versions);
-        }
-        generation.inflight.set(generation.inflight.get() + 1);
-        core.pending.borrow_mut().insert(
-            key.clone(),
-            Pending {
-                versions: versions.clone(),
-                ticket,
-            },
-        );
-        drop(guard);
-        let durable = core.log.durable(ticket).await;
-        {
-            let mut pending = core.pending.borrow_mut();
-            if pending.get(&key).is_some_and(|p| p.ticket == ticket) {
-                pending.remove(&key);
-            }
-        }
-        if durable.is_ok() {
-            generation.table.borrow_mut().merge(key, versions.clone());
-        }
-        generation.inflight.set(generation.inflight.get() - 1);
-        core.changed.notify();
-        core.seal_if_full();
-        durable?;
-        Ok(versions)
+        core.log_and_apply(key, versions, Some(guard)).await
     }
 
+    /// Seals the active memtable (if it holds anything) and waits until every sealed
     /// Seals the active memtable (if it holds anything) and waits until every sealed
     /// memtable is in a table. For tests, benchmarks and clean shutdowns.
     pub async fn flush(&self) -> Result<(), StorageError> {
@@ -436,6 +431,63 @@ impl Engine {
 const COMPACTION_SHARES: usize = 100;
 
 impl Core {
+    /// Appends the key's new set to the log and makes it visible once durable under
+    /// the sync policy (module doc). `guard` holds the key in `dvv` mode; it is released
+    /// as soon as the record is queued.
+    async fn log_and_apply(
+        self: &Rc<Self>,
+        key: Bytes,
+        versions: VersionSet,
+        guard: Option<KeyGuard>,
+    ) -> Result<WriteOutcome, StorageError> {
+        let mut payload = Vec::with_capacity(2 + key.len() + versions.encoded_len());
+        encode_put(&key, &versions, &mut payload);
+        let ticket = self.log.append(RECORD_PUT, &payload).await?;
+        // Same poll as the append: the record belongs to the generation active now (a
+        // seal rolls the log in one step with it, see `Core::seal_if_full`).
+        let generation = self.memory.active();
+        if !self.wait_durable {
+            generation.table.borrow_mut().merge(key, versions.clone());
+            self.seal_if_full();
+            return Ok(versions);
+        }
+        generation.inflight.set(generation.inflight.get() + 1);
+        // Only `dvv` writes read pending sets; an `lww` write holds no key guard.
+        if guard.is_some() {
+            self.pending.borrow_mut().insert(
+                key.clone(),
+                Pending {
+                    versions: versions.clone(),
+                    ticket,
+                },
+            );
+        }
+        drop(guard);
+        let durable = self.log.durable(ticket).await;
+        {
+            let mut pending = self.pending.borrow_mut();
+            if pending.get(&key).is_some_and(|p| p.ticket == ticket) {
+                pending.remove(&key);
+            }
+        }
+        if durable.is_ok() {
+            generation.table.borrow_mut().merge(key, versions.clone());
+        }
+        generation.inflight.set(generation.inflight.get() - 1);
+        self.changed.notify();
+        self.seal_if_full();
+        durable?;
+        Ok(versions)
+    }
+
+    /// `lww` mode: the next write's clock, `max(timestamp_us, last + 1)` (module doc of
+    /// [`crate::version`], "Last write wins").
+    fn tick(&self, timestamp_us: u64) -> u64 {
+        let next = timestamp_us.max(self.clock.get() + 1);
+        self.clock.set(next);
+        next
+    }
+
     /// The key's set in the newest memtable that holds it, else merged over the tables.
     async fn stored(&self, key: &[u8]) -> Result<Option<VersionSet>, StorageError> {
         if let Some(versions) = self.memory.get(key) {

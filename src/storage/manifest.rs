@@ -22,13 +22,17 @@
 //! | offset | size | field                                     |
 //! |--------|------|-------------------------------------------|
 //! | 0      | 8    | magic `RKVMANI\0`                          |
-//! | 8      | 4    | format version (1)                        |
+//! | 8      | 4    | format version (2)                        |
 //! | 12     | 8    | generation                                |
 //! | 20     | 8    | next table id                             |
 //! | 28     | 8    | log segment floor                         |
-//! | 36     | 4    | table count                               |
-//! | 40     | …    | tables, each 36 bytes + its two keys      |
+//! | 36     | 8    | last-write-wins clock floor               |
+//! | 44     | 4    | table count                               |
+//! | 48     | …    | tables, each 36 bytes + its two keys      |
 //! | end-4  | 4    | CRC32C of every byte before it            |
+//!
+//! Format version 1 (written before last-write-wins existed) has no clock floor: its
+//! table count is at 36. It still loads, with floor 0; every store writes version 2.
 //!
 //! Table: id u64, size_bytes u64, entries u64, created_seq u64, smallest_key_len u16,
 //! smallest_key, largest_key_len u16, largest_key.
@@ -43,16 +47,21 @@ pub const MANIFEST_FILE: &str = "MANIFEST";
 const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
 
 const MAGIC: &[u8; 8] = b"RKVMANI\0";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The format before the clock floor; still read.
+const FORMAT_VERSION_V1: u32 = 1;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + MAGIC.len();
 const GENERATION_OFFSET: usize = VERSION_OFFSET + size_of::<u32>();
 const NEXT_TABLE_ID_OFFSET: usize = GENERATION_OFFSET + size_of::<u64>();
 const LOG_FLOOR_OFFSET: usize = NEXT_TABLE_ID_OFFSET + size_of::<u64>();
-const TABLE_COUNT_OFFSET: usize = LOG_FLOOR_OFFSET + size_of::<u64>();
+const CLOCK_FLOOR_OFFSET: usize = LOG_FLOOR_OFFSET + size_of::<u64>();
+const TABLE_COUNT_OFFSET: usize = CLOCK_FLOOR_OFFSET + size_of::<u64>();
 /// The fixed header; tables start here.
 const HEADER_BYTES: usize = TABLE_COUNT_OFFSET + size_of::<u32>();
+/// Version 1's header: no clock floor.
+const HEADER_BYTES_V1: usize = HEADER_BYTES - size_of::<u64>();
 const CRC_BYTES: usize = size_of::<u32>();
 
 const TABLE_ID_OFFSET: usize = 0;
@@ -102,6 +111,10 @@ pub struct Manifest {
     /// Commit-log segments with ids below this are covered by the tables: recovery
     /// replays from this segment on, and the log may remove the ones below.
     pub log_segment_floor: u64,
+    /// Every last-write-wins clock in the live tables is at most this (0 in a `dvv`
+    /// shard): the shard's clock restarts above it, so a write made after a restart
+    /// always beats what the tables hold, even if the wall clock stepped back.
+    pub lww_clock_floor: u64,
 }
 
 /// Why a manifest could not be loaded, stored or scanned.
@@ -146,6 +159,7 @@ impl Manifest {
             next_table_id: 1,
             tables: Vec::new(),
             log_segment_floor: 0,
+            lww_clock_floor: 0,
         }
     }
 
@@ -210,6 +224,7 @@ impl Manifest {
         b.extend_from_slice(&self.generation.to_le_bytes());
         b.extend_from_slice(&self.next_table_id.to_le_bytes());
         b.extend_from_slice(&self.log_segment_floor.to_le_bytes());
+        b.extend_from_slice(&self.lww_clock_floor.to_le_bytes());
         b.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
         debug_assert_eq!(b.len(), HEADER_BYTES);
         for t in &self.tables {
@@ -230,11 +245,11 @@ impl Manifest {
     /// Parses a whole file. Never panics: every count and length is checked against
     /// the bytes left before anything is allocated. The error says what is wrong.
     pub fn decode(b: &[u8]) -> Result<Manifest, String> {
-        if b.len() < HEADER_BYTES + CRC_BYTES {
+        if b.len() < HEADER_BYTES_V1 + CRC_BYTES {
             return Err(format!(
                 "is {} bytes, shorter than the {} of an empty manifest",
                 b.len(),
-                HEADER_BYTES + CRC_BYTES
+                HEADER_BYTES_V1 + CRC_BYTES
             ));
         }
         if &b[MAGIC_OFFSET..VERSION_OFFSET] != MAGIC {
@@ -248,14 +263,20 @@ impl Manifest {
         let mut r = Reader { b: body, pos: 0 };
         r.pos = VERSION_OFFSET;
         let version = r.u32()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_V1 {
             return Err(format!(
-                "format version {version}, this build reads {FORMAT_VERSION}"
+                "format version {version}, this build reads {FORMAT_VERSION_V1} and \
+                 {FORMAT_VERSION}"
             ));
         }
         let generation = r.u64()?;
         let next_table_id = r.u64()?;
         let log_segment_floor = r.u64()?;
+        let lww_clock_floor = if version == FORMAT_VERSION_V1 {
+            0
+        } else {
+            r.u64()?
+        };
         let count = r.u32()? as usize;
         if count > TABLES_MAX || count > r.remaining() / TABLE_MIN_BYTES {
             return Err(format!(
@@ -275,6 +296,7 @@ impl Manifest {
             next_table_id,
             tables,
             log_segment_floor,
+            lww_clock_floor,
         };
         manifest.check_invariants()?;
         Ok(manifest)
@@ -460,11 +482,34 @@ mod tests {
             next_table_id: 8,
             tables: vec![table(7, b"a", b"b")],
             log_segment_floor: 5,
+            lww_clock_floor: 9,
         }
     }
 
     #[rustfmt::skip]
-    const EXAMPLE_BYTES: [u8; 82] = [
+    const EXAMPLE_BYTES: [u8; 90] = [
+        0x52, 0x4b, 0x56, 0x4d, 0x41, 0x4e, 0x49, 0x00, // magic "RKVMANI\0"
+        0x02, 0x00, 0x00, 0x00,                         // format version 2
+        0x03, 0, 0, 0, 0, 0, 0, 0,                      // generation 3
+        0x08, 0, 0, 0, 0, 0, 0, 0,                      // next table id 8
+        0x05, 0, 0, 0, 0, 0, 0, 0,                      // log segment floor 5
+        0x09, 0, 0, 0, 0, 0, 0, 0,                      // lww clock floor 9
+        0x01, 0x00, 0x00, 0x00,                         // 1 table
+        0x07, 0, 0, 0, 0, 0, 0, 0,                      //   id 7
+        0x00, 0x10, 0, 0, 0, 0, 0, 0,                   //   size_bytes 4096
+        0x02, 0, 0, 0, 0, 0, 0, 0,                      //   entries 2
+        0x06, 0, 0, 0, 0, 0, 0, 0,                      //   created_seq 6
+        0x01, 0x00, b'a',                               //   smallest key "a"
+        0x01, 0x00, b'b',                               //   largest key "b"
+        0xc6, 0x96, 0xd7, 0xf0,                         // CRC32C 0xF0D796C6
+    ];
+
+    /// CRC32C of an empty version-2 manifest.
+    const EMPTY_CRC: [u8; 4] = [0x15, 0x03, 0xc4, 0xd4];
+
+    /// The example as format version 1 wrote it (no clock floor): it still loads.
+    #[rustfmt::skip]
+    const EXAMPLE_V1_BYTES: [u8; 82] = [
         0x52, 0x4b, 0x56, 0x4d, 0x41, 0x4e, 0x49, 0x00, // magic "RKVMANI\0"
         0x01, 0x00, 0x00, 0x00,                         // format version 1
         0x03, 0, 0, 0, 0, 0, 0, 0,                      // generation 3
@@ -486,7 +531,20 @@ mod tests {
         assert_eq!(Manifest::decode(&EXAMPLE_BYTES).unwrap(), example());
         let empty = Manifest::empty().encode();
         assert_eq!(empty.len(), HEADER_BYTES + CRC_BYTES);
-        assert_eq!(&empty[40..], &[0x87, 0xf8, 0x33, 0x32]);
+        assert_eq!(&empty[HEADER_BYTES..], &EMPTY_CRC);
+    }
+
+    #[test]
+    fn a_version_1_manifest_loads_with_clock_floor_zero() {
+        let v1 = Manifest::decode(&EXAMPLE_V1_BYTES).unwrap();
+        assert_eq!(
+            v1,
+            Manifest {
+                lww_clock_floor: 0,
+                ..example()
+            }
+        );
+        assert_eq!(v1.encode()[VERSION_OFFSET], 2, "stored again as version 2");
     }
 
     #[test]
@@ -511,7 +569,7 @@ mod tests {
     fn checks_behind_the_crc_say_what_is_wrong() {
         let body = EXAMPLE_BYTES[..EXAMPLE_BYTES.len() - CRC_BYTES].to_vec();
         let cases: [(usize, u8, &str); 4] = [
-            (VERSION_OFFSET, 2, "format version 2"),
+            (VERSION_OFFSET, 3, "format version 3"),
             (NEXT_TABLE_ID_OFFSET, 7, "outside 1..7"),
             (TABLE_COUNT_OFFSET, 200, "table count 200"),
             (TABLE_COUNT_OFFSET, 0, "bytes follow the last table"),
@@ -628,9 +686,10 @@ mod tests {
         (
             any::<u64>(),
             any::<u64>(),
+            any::<u64>(),
             proptest::collection::vec(t, 0..8),
         )
-            .prop_map(|(generation, log_segment_floor, raw)| {
+            .prop_map(|(generation, log_segment_floor, lww_clock_floor, raw)| {
                 let tables: Vec<TableMeta> = raw
                     .into_iter()
                     .enumerate()
@@ -651,6 +710,7 @@ mod tests {
                     next_table_id: tables.len() as u64 * 3 + 1,
                     tables,
                     log_segment_floor,
+                    lww_clock_floor,
                 }
             })
     }

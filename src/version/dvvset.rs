@@ -2,8 +2,12 @@
 
 use std::cmp::Ordering;
 
-use super::codec::{COUNT_MAX, VALUE_BYTES_MAX};
+use super::codec::{COUNTER_MAX, COUNT_MAX, VALUE_BYTES_MAX};
 use super::{Context, NodeId, VersionError, Versioned};
+
+/// The node id of every last-write-wins version (module doc, "Last write wins"). Real
+/// node ids are odd, so it never names a node.
+pub const LWW_NODE: NodeId = 0;
 
 /// One node's part of a key's clock.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +96,33 @@ impl VersionSet {
         next.record_event(node, value);
         next.debug_assert_invariants();
         next
+    }
+
+    /// A last-write-wins set: `value` alone, as the dot `(LWW_NODE, clock)`. Syncing
+    /// two such sets keeps the one with the larger clock (module doc); `clock` must be
+    /// unique among the key's writes, which the engine's per-shard clock makes it.
+    pub fn last_write(clock: u64, value: Versioned) -> VersionSet {
+        assert!(
+            (1..=COUNTER_MAX).contains(&clock),
+            "clock {clock} outside 1..={COUNTER_MAX}"
+        );
+        VersionSet {
+            entries: vec![Entry {
+                node: LWW_NODE,
+                counter: clock,
+                values: vec![value],
+            }],
+            anonymous: Vec::new(),
+        }
+    }
+
+    /// The largest last-write-wins clock this set has seen (0 if none): what a shard's
+    /// clock must stay above.
+    pub fn last_write_clock(&self) -> u64 {
+        self.entries
+            .first()
+            .filter(|e| e.node == LWW_NODE)
+            .map_or(0, |e| e.counter)
     }
 
     /// Gives `value` the next dot of `node`.

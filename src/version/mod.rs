@@ -61,6 +61,26 @@
 //! last-write-wins over [`Versioned::timestamp_us`]). The cost: blind writes pile up
 //! siblings, so the layer above must bound them ([`VersionSet::check_limits`]).
 //!
+//! # Last write wins: one pseudo-node, the same merge
+//!
+//! A node started with `--conflicts lww` ([`ConflictMode::Lww`]) trades siblings for
+//! blind writes: a write needs no read of what is stored, so it costs a log append and
+//! a memtable insert, and a concurrent write is silently lost to the newer one (the
+//! data-loss trade-off of Cassandra's and Riak's `last_write_wins`). Such a key's set is
+//! [`VersionSet::last_write`]: one entry of the pseudo-node [`LWW_NODE`] whose counter is
+//! the write's *clock*, with the value as its only dot. [`VersionSet::sync`] then *is*
+//! last-write-wins: of two such entries the one with the larger counter holds every
+//! dot above the joined floor (`counter_max - 1`), so exactly the newest value survives.
+//! Memtables, table reads, compaction and replica merges need no code of their own.
+//!
+//! The clock is a hybrid clock the storage engine keeps per shard: `max(wall clock µs,
+//! last clock + 1)`, never below what the shard has stored (it keeps a floor across
+//! restarts). So dots stay unique, a newer write on a shard always has the larger
+//! counter, and a wall clock that steps back cannot make a later write lose to an
+//! earlier one. Clients' contexts are ignored by such writes. Real node ids are odd
+//! (`storage::node_meta`), so [`LWW_NODE`] (0) never names a real node. A node keeps
+//! the mode it was created with (`node.meta` records it).
+//!
 //! # Files
 //!
 //! - `dvvset.rs`: [`VersionSet`], the write ([`VersionSet::coordinate`]), the merge
@@ -81,11 +101,32 @@ use bytes::Bytes;
 
 pub use codec::{COUNTER_MAX, COUNT_MAX, VALUE_BYTES_MAX};
 pub use context::{Context, CONTEXT_COUNTER_MAX, CONTEXT_FORMAT};
-pub use dvvset::{Causality, VersionSet};
+pub use dvvset::{Causality, VersionSet, LWW_NODE};
 
 /// A node's identity in dots: random, created on the node's first start and kept in its
 /// data directory (DESIGN.md §5).
 pub type NodeId = u64;
+
+/// How a node settles concurrent writes to one key (`--conflicts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConflictMode {
+    /// Dotted version vectors: concurrent writes are kept as siblings (the default).
+    #[default]
+    Dvv,
+    /// Last write wins by the shard's hybrid clock: blind writes, no siblings, a
+    /// concurrent write is lost (module doc, "Last write wins").
+    Lww,
+}
+
+impl ConflictMode {
+    /// The name on the command line and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictMode::Dvv => "dvv",
+            ConflictMode::Lww => "lww",
+        }
+    }
+}
 
 /// One version of a key's value.
 ///

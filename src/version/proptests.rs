@@ -272,3 +272,48 @@ proptest! {
         }
     }
 }
+
+/// Last-write-wins sets of distinct clocks, each with its own value (the clock as bytes,
+/// so that the survivor names its write), a tombstone now and then.
+fn last_writes() -> impl Strategy<Value = Vec<(u64, bool)>> {
+    proptest::collection::btree_map(1..=COUNTER_MAX, proptest::bool::weighted(0.2), 1..12)
+        .prop_map(|m| m.into_iter().collect::<Vec<_>>())
+        .prop_shuffle()
+}
+
+fn last_write_of(clock: u64, tombstone: bool) -> VersionSet {
+    let value = (!tombstone).then(|| Bytes::copy_from_slice(&clock.to_le_bytes()));
+    VersionSet::last_write(
+        clock,
+        Versioned {
+            timestamp_us: clock,
+            value,
+        },
+    )
+}
+
+proptest! {
+    /// Whatever the order in which the sets meet (memtable, tables, compaction,
+    /// replicas), sync leaves exactly the write with the largest clock.
+    #[test]
+    fn last_write_wins_is_sync_in_any_order(
+        writes in last_writes(),
+        split in any::<Index>(),
+    ) {
+        let sets: Vec<VersionSet> = writes.iter().map(|&(c, t)| last_write_of(c, t)).collect();
+        let &(newest, tombstone) = writes.iter().max_by_key(|w| w.0).expect("at least one");
+        let expected = last_write_of(newest, tombstone);
+        let folded = sets.iter().fold(VersionSet::empty(), |acc, s| acc.sync(s));
+        prop_assert_eq!(&folded, &expected);
+        // Two halves merged apart, then together (tables compacted separately).
+        let at = split.index(sets.len() + 1);
+        let fold = |part: &[VersionSet]| part.iter().fold(VersionSet::empty(), |acc, s| s.sync(&acc));
+        prop_assert_eq!(fold(&sets[..at]).sync(&fold(&sets[at..])), expected.clone());
+        prop_assert_eq!(folded.value_count(), 1);
+        prop_assert_eq!(folded.last_write_clock(), newest);
+        let bytes = Bytes::from(folded.encode());
+        let (decoded, used) = VersionSet::decode(&bytes).expect("decodes");
+        prop_assert_eq!(used, bytes.len());
+        prop_assert_eq!(decoded, expected);
+    }
+}

@@ -117,7 +117,16 @@ async fn commit(
     if let Some(e) = core.tables_failed.borrow().clone() {
         return Err(StorageError::JobFailed(e));
     }
-    let stored = core.tables.commit(edit).await;
+    // Every clock in the tables (and in the memtable being flushed) was given out by
+    // now: a restart's clock starts above it.
+    let clock = core.clock.get();
+    let stored = core
+        .tables
+        .commit(|m| {
+            edit(m);
+            m.lww_clock_floor = m.lww_clock_floor.max(clock);
+        })
+        .await;
     if let Err(e) = &stored {
         let message = format!("the manifest could not be stored ({e}); tables are frozen");
         eprintln!("ringkv: {}: {message}", core.tables.dir().display());

@@ -92,6 +92,11 @@ impl Tables {
         self.manifest.borrow().log_segment_floor
     }
 
+    /// Every last-write-wins clock in the live tables is at most this.
+    pub fn lww_clock_floor(&self) -> u64 {
+        self.manifest.borrow().lww_clock_floor
+    }
+
     /// Whether any live table may hold `key` (key range and filter).
     pub fn may_hold(&self, key: &[u8]) -> bool {
         self.live.borrow().iter().any(|t| may_hold(t, key))

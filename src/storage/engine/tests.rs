@@ -12,6 +12,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::test_support::{run, temp_dir as test_dir};
 
+mod lww;
+
 /// Small memtables and eager compaction, so that a few dozen writes exercise flushes
 /// and compactions; tombstones may be dropped at once.
 fn config(dir: &Path, sync: SyncPolicy) -> EngineConfig {
@@ -295,6 +297,20 @@ fn table_files(dir: &Path) -> usize {
         .count()
 }
 
+/// Flips a byte in the first data block of the shard's (only) table; returns its path.
+fn damage_first_block(dir: &Path) -> std::path::PathBuf {
+    // The file starts with its first data block.
+    let table = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension() == Some("sst".as_ref()))
+        .unwrap();
+    let mut bytes = std::fs::read(&table).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&table, bytes).unwrap();
+    table
+}
+
 /// Compaction options under which the job never finds work: only tests' calls compact.
 fn manual_compaction_only() -> SizeTieredOptions {
     SizeTieredOptions {
@@ -506,15 +522,7 @@ fn a_damaged_block_is_an_error_for_its_keys_only() {
         assert_eq!(engine.table_count(), 1);
         engine.close().await.unwrap();
         drop(engine);
-        // Flip a byte in the first data block (the file starts with it).
-        let table = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension() == Some("sst".as_ref()))
-            .unwrap();
-        let mut bytes = std::fs::read(&table).unwrap();
-        bytes[100] ^= 0x40;
-        std::fs::write(&table, bytes).unwrap();
+        let table = damage_first_block(dir.path());
         let engine = open_with(config).await;
         let err = engine.get(b"key-00000").await.unwrap_err();
         assert!(
