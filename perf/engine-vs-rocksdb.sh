@@ -6,10 +6,12 @@
 # memtable, 4 KiB blocks, 10 bloom bits per key, lz4 tables (ringkv's table defaults).
 # ringkv also reports readrandom while a compaction runs; target: its p99.9 at most
 # 1.5 x the quiet readrandom p99.9. And updaterandom on both (read the key, then write
-# it): every ringkv write reads the key's versions first (it needs them to make the new
-# version's dot), so fillrandom compares a read-then-write with RocksDB's blind put, and
-# updaterandom compares like with like. Targets (issue 3): ringkv/RocksDB >= 1.0 on
-# fillrandom and readrandom ops/s.
+# it). ringkv runs twice, once per conflict mode: `--conflicts lww` writes blind, as
+# RocksDB's put does (the like-for-like fillrandom); `--conflicts dvv` (the server's
+# default) reads the key's versions before every write (it needs them to make the new
+# version's dot), so its fillrandom is a read-then-write against RocksDB's blind put.
+# Targets (issue 3): ringkv/RocksDB >= 1.0 on fillrandom (lww: blind on both) and on
+# readrandom (both modes) ops/s; dvv's fillrandom and updaterandom are reported.
 #
 # Usage: perf/engine-vs-rocksdb.sh [--rocksdb-only]
 #   --rocksdb-only   measure RocksDB alone (no cargo build, no ringkv run, no ratios)
@@ -108,7 +110,7 @@ read_cmd=("$db_bench" "${db_opts[@]}" --seed=2 --use_existing_db=1
   --benchmarks="${wait_bench}readrandom,levelstats")
 update_cmd=("$db_bench" "${db_opts[@]}" --seed=3 --use_existing_db=1
   --benchmarks="${wait_bench}updaterandom")
-ringkv_cmd=("$bin" bench-engine --dir "$ringkv_dir" --keys "$keys" --key-bytes "$key_bytes"
+ringkv_cmd=("$bin" bench-engine --keys "$keys" --key-bytes "$key_bytes"
   --value-bytes "$value_bytes" --cache-bytes "$cache_bytes" --memtable-bytes "$memtable_bytes")
 
 # "ops p50 p99 p99.9" of benchmark $1 from db_bench output $2 (micros, as printed)
@@ -217,29 +219,38 @@ read -r r_read_ops r_read_p50 r_read_p99 r_read_p999 < <(rocks_stats readrandom 
 } >>"$out"
 
 # --- ringkv ------------------------------------------------------------------------
-if [ "$rocksdb_only" -eq 0 ]; then
-  ringkv_log="$work/ringkv.out"
-  echo "running ringkv bench-engine ..." >&2
-  "${ringkv_cmd[@]}" >"$ringkv_log" 2>&1 \
-    || { cat "$ringkv_log" >&2; fail "ringkv bench-engine failed"; }
-  read -r k_fill_ops k_fill_p50 k_fill_p99 k_fill_p999 < <(ringkv_stats fillrandom "$ringkv_log") \
-    || { cat "$ringkv_log" >&2; fail "no parseable 'fillrandom:' line in the ringkv output above"; }
-  read -r k_read_ops k_read_p50 k_read_p99 k_read_p999 < <(ringkv_stats readrandom "$ringkv_log") \
-    || { cat "$ringkv_log" >&2; fail "no parseable 'readrandom:' line in the ringkv output above"; }
-  read -r k_comp_ops k_comp_p50 k_comp_p99 k_comp_p999 < <(ringkv_stats readrandom_during_compaction "$ringkv_log") \
-    || { cat "$ringkv_log" >&2; fail "no parseable 'readrandom_during_compaction:' line in the ringkv output above"; }
-  read -r k_upd_ops k_upd_p50 k_upd_p99 k_upd_p999 < <(ringkv_stats updaterandom "$ringkv_log") \
-    || { cat "$ringkv_log" >&2; fail "no parseable 'updaterandom:' line in the ringkv output above"; }
+# run_ringkv MODE: bench-engine with --conflicts MODE in its own data dir; its output
+# goes to the result file and its figures to k_<mode>_<phase>_{ops,p50,p99,p999}
+run_ringkv() {
+  local mode="$1" log="$work/ringkv-$1.out" phase
+  local cmd=("${ringkv_cmd[@]}" --dir "$ringkv_dir-$mode" --conflicts "$mode")
+  echo "running ringkv bench-engine --conflicts $mode ..." >&2
+  "${cmd[@]}" >"$log" 2>&1 || { cat "$log" >&2; fail "ringkv bench-engine --conflicts $mode failed"; }
+  for phase in fillrandom readrandom readrandom_during_compaction updaterandom; do
+    local ops p50 p99 p999
+    read -r ops p50 p99 p999 < <(ringkv_stats "$phase" "$log") \
+      || { cat "$log" >&2; fail "no parseable '$phase:' line in the ringkv output above"; }
+    printf -v "k_${mode}_${phase}_ops" '%s' "$ops"
+    printf -v "k_${mode}_${phase}_p50" '%s' "$p50"
+    printf -v "k_${mode}_${phase}_p99" '%s' "$p99"
+    printf -v "k_${mode}_${phase}_p999" '%s' "$p999"
+  done
   {
-    echo "## ringkv"
-    echo "run: ${ringkv_cmd[*]}"
-    cat "$ringkv_log"
+    echo "## ringkv, --conflicts $mode"
+    echo "run: ${cmd[*]}"
+    cat "$log"
     echo
   } >>"$out"
+}
+modes=(lww dvv)
+if [ "$rocksdb_only" -eq 0 ]; then
+  for mode in "${modes[@]}"; do run_ringkv "$mode"; done
 fi
 
 # --- table -------------------------------------------------------------------------
-row() { printf '%-30s %-8s %10s %9s %9s %9s\n' "$@"; }
+row() { printf '%-30s %-12s %10s %9s %9s %9s\n' "$@"; }
+# k MODE PHASE FIELD: one figure run_ringkv stored
+k() { local v="k_$1_$2_$3"; echo "${!v}"; }
 {
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
@@ -249,21 +260,29 @@ row() { printf '%-30s %-8s %10s %9s %9s %9s\n' "$@"; }
   row readrandom RocksDB "$r_read_ops" "$r_read_p50" "$r_read_p99" "$r_read_p999"
   row updaterandom RocksDB "$r_upd_ops" "$r_upd_p50" "$r_upd_p99" "$r_upd_p999"
   if [ "$rocksdb_only" -eq 0 ]; then
-    row fillrandom ringkv "$k_fill_ops" "$k_fill_p50" "$k_fill_p99" "$k_fill_p999"
-    row readrandom ringkv "$k_read_ops" "$k_read_p50" "$k_read_p99" "$k_read_p999"
-    row readrandom_during_compaction ringkv "$k_comp_ops" "$k_comp_p50" "$k_comp_p99" "$k_comp_p999"
-    row updaterandom ringkv "$k_upd_ops" "$k_upd_p50" "$k_upd_p99" "$k_upd_p999"
+    for mode in "${modes[@]}"; do
+      for phase in fillrandom readrandom readrandom_during_compaction updaterandom; do
+        row "$phase" "ringkv $mode" "$(k "$mode" "$phase" ops)" "$(k "$mode" "$phase" p50)" \
+          "$(k "$mode" "$phase" p99)" "$(k "$mode" "$phase" p999)"
+      done
+    done
     echo
-    fill_ratio="$(ratio "$k_fill_ops" "$r_fill_ops")"
-    read_ratio="$(ratio "$k_read_ops" "$r_read_ops")"
-    p999_ratio="$(ratio "$k_comp_p999" "$k_read_p999")"
-    update_ratio="$(ratio "$k_upd_ops" "$r_upd_ops")"
     min_fill="${MIN_FILL_RATIO:-1.0}"
     min_read="${MIN_READ_RATIO:-1.0}"
-    echo "fillrandom ops/s ringkv/RocksDB: $fill_ratio (target >= $min_fill: $(verdict "$fill_ratio" ge "$min_fill"))"
-    echo "readrandom ops/s ringkv/RocksDB: $read_ratio (target >= $min_read: $(verdict "$read_ratio" ge "$min_read"))"
-    echo "updaterandom ops/s ringkv/RocksDB: $update_ratio (read-then-write on both; no target)"
-    echo "ringkv readrandom p99.9 during compaction / quiet: $p999_ratio (target <= $p999_target: $(verdict "$p999_ratio" le "$p999_target"))"
+    fill_ratio="$(ratio "$(k lww fillrandom ops)" "$r_fill_ops")"
+    echo "fillrandom ops/s ringkv lww/RocksDB: $fill_ratio (blind writes on both; target >= $min_fill: $(verdict "$fill_ratio" ge "$min_fill"))"
+    echo "fillrandom ops/s ringkv dvv/RocksDB: $(ratio "$(k dvv fillrandom ops)" "$r_fill_ops") (a read before every ringkv write; no target)"
+    for mode in "${modes[@]}"; do
+      read_ratio="$(ratio "$(k "$mode" readrandom ops)" "$r_read_ops")"
+      echo "readrandom ops/s ringkv $mode/RocksDB: $read_ratio (target >= $min_read: $(verdict "$read_ratio" ge "$min_read"))"
+    done
+    for mode in "${modes[@]}"; do
+      echo "updaterandom ops/s ringkv $mode/RocksDB: $(ratio "$(k "$mode" updaterandom ops)" "$r_upd_ops") (read-then-write on both; no target)"
+    done
+    for mode in "${modes[@]}"; do
+      p999_ratio="$(ratio "$(k "$mode" readrandom_during_compaction p999)" "$(k "$mode" readrandom p999)")"
+      echo "ringkv $mode readrandom p99.9 during compaction / quiet: $p999_ratio (target <= $p999_target: $(verdict "$p999_ratio" le "$p999_target"))"
+    done
   else
     echo
     echo "(--rocksdb-only: ringkv not run, no ratios, targets not evaluated)"

@@ -1,5 +1,6 @@
 //! kill -9 a real server under `--sync batch` writes, also while memtables flush and
-//! tables compact; every acknowledged write must read back after the restart.
+//! tables compact; every acknowledged write must read back after the restart. In both
+//! conflict modes.
 
 mod common;
 
@@ -23,6 +24,25 @@ fn every_acknowledged_write_survives_kill_9_during_flushes_and_compactions() {
         "crash-lsm",
         &["--sync", "batch", "--memtable-bytes", "65536"],
         8,
+        200,
+    );
+}
+
+/// The same under `--conflicts lww`: blind writes, the shard's clock restarting above
+/// everything stored after each kill.
+#[test]
+fn every_acknowledged_lww_write_survives_kill_9_during_flushes_and_compactions() {
+    kill9_rounds(
+        "crash-lww",
+        &[
+            "--sync",
+            "batch",
+            "--memtable-bytes",
+            "65536",
+            "--conflicts",
+            "lww",
+        ],
+        4,
         200,
     );
 }

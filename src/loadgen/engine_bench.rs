@@ -11,9 +11,15 @@
 //! 4. `readrandom_during_compaction`: the same reads while a major compaction of every
 //!    table runs in its low-share queue; the phase stops when the compaction ends, so
 //!    every read in it overlapped the compaction.
-//! 5. `updaterandom`: `reads` blind writes of random keys on the filled store. Every
-//!    ringkv write reads the key's versions first, so this is db_bench's
-//!    `updaterandom` (read, then write) more than its `fillrandom` (write only).
+//! 5. `updaterandom`: `reads` updates of random keys on the filled store, each a read
+//!    of the key, then a write with the context the read returned (db_bench's
+//!    `updaterandom`: read, then write).
+//!
+//! `--conflicts` picks the engine's mode. Under `dvv` every write reads the key's
+//! versions first (it needs them to make the new version's dot), so fillrandom there is
+//! a read-then-write, and its blind writes (no context) leave siblings on keys drawn
+//! twice. Under `lww` a write is blind, as RocksDB's put is, and a key drawn twice keeps
+//! one value: the like-for-like comparison with db_bench's fillrandom.
 //!
 //! Each phase reports throughput and latency percentiles from an HdrHistogram.
 
@@ -29,7 +35,7 @@ use rand::{Rng, SeedableRng};
 use crate::config::{ConflictMode, ServerConfig, SyncPolicy};
 use crate::runtime::checks;
 use crate::storage::Engine;
-use crate::version::Context;
+use crate::version::{self, Context};
 
 #[derive(Clone, Debug)]
 pub struct EngineBenchOptions {
@@ -133,7 +139,15 @@ async fn phases(
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed);
     let mut reports = Vec::new();
 
-    let fill = write_phase(&engine, options, options.keys, &mut rng, "fillrandom").await?;
+    let fill = write_phase(
+        &engine,
+        options,
+        options.keys,
+        &mut rng,
+        "fillrandom",
+        false,
+    )
+    .await?;
     progress(&fill);
     reports.push(fill);
     engine.flush().await.map_err(|e| e.to_string())?;
@@ -164,7 +178,15 @@ async fn phases(
     progress(&during);
     reports.push(during);
 
-    let update = write_phase(&engine, options, options.reads, &mut rng, "updaterandom").await?;
+    let update = write_phase(
+        &engine,
+        options,
+        options.reads,
+        &mut rng,
+        "updaterandom",
+        true,
+    )
+    .await?;
     progress(&update);
     reports.push(update);
     eprintln!(
@@ -188,25 +210,35 @@ fn key(n: u64, key_bytes: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&digits.as_bytes()[digits.len() - key_bytes..]);
 }
 
-/// `ops` writes of random keys.
+/// `ops` writes of random keys; with `read_first`, each after a read of its key, with
+/// the context that read returned (blind otherwise). Latency covers both.
 async fn write_phase(
     engine: &Engine,
     options: &EngineBenchOptions,
     ops: u64,
     rng: &mut impl Rng,
     name: &'static str,
+    read_first: bool,
 ) -> Result<PhaseReport, String> {
     let mut latency = new_histogram();
     let mut k = Vec::with_capacity(options.key_bytes);
     let mut value = vec![0u8; options.value_bytes];
+    let mut found = 0;
     let started = Instant::now();
     for _ in 0..ops {
         key(rng.gen_range(0..options.keys), options.key_bytes, &mut k);
         // Half random, half zeros: compresses to about half, as db_bench's values do.
         rng.fill(&mut value[..options.value_bytes / 2]);
         let t = Instant::now();
+        let context = if read_first {
+            let stored = engine.get(&k).await.map_err(|e| format!("{name}: {e}"))?;
+            found += u64::from(stored.is_some());
+            stored.map_or_else(Context::empty, |v| v.context())
+        } else {
+            Context::empty()
+        };
         engine
-            .write(&k, &Context::empty(), Some(&value), 1)
+            .write(&k, &context, Some(&value), version::now_us())
             .await
             .map_err(|e| format!("{name}: {e}"))?;
         latency.saturating_record(t.elapsed().as_nanos() as u64);
@@ -218,7 +250,7 @@ async fn write_phase(
         ops,
         elapsed: started.elapsed(),
         latency,
-        found: 0,
+        found,
     })
 }
 
