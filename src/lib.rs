@@ -6,7 +6,8 @@
 //! - [`config`]    every limit, timeout and size, with its default and the reason for it
 //! - [`error`]     the crate error, start-up errors, and the status a client sees
 //! - [`ring`]      token hash (xxh3), token → owner lookup, shard token allocation
-//! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding
+//! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding;
+//!   last-write-wins (`--conflicts lww`) as one pseudo-node's dots under the same merge
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md)
 //! - [`storage`]   per-shard LSM engine: direct-I/O commit log, memtables, SSTables,
 //!   manifest, block cache, size-tiered compaction; node metadata
@@ -28,7 +29,9 @@
 //! 3. On the owner, [`storage::Engine::write`] holds the key, reads its stored version
 //!    set (memtables, else the SSTables whose filters admit the key), lets [`version::VersionSet::coordinate`] make the new one (the client's
 //!    context says which versions it supersedes), appends it to the shard's commit log
-//!    and — under `batch` sync — waits for the group commit's fdatasync.
+//!    and — under `batch` sync — waits for the group commit's fdatasync. Under
+//!    `--conflicts lww` it skips the lock and the read: the new set is the value under
+//!    the shard's clock ([`version::VersionSet::last_write`]), and the context is ignored.
 //! 4. The new set enters the memtable (flushed to an SSTable once full, in the
 //!    background); the response (with the new context) goes back
 //!    through the connection's [`runtime::outbox::Outbox`].

@@ -28,9 +28,10 @@
 //!
 //! The newest memtable holding a key has a set that descends from all older copies, so
 //! reads stop there: in `dvv` mode because every write builds on everything stored for
-//! its key, in `lww` mode because the shard's clock only grows (it restarts above the
-//! manifest's clock floor and everything replayed), so a newer memtable's version has
-//! the larger clock. Tables are merged instead (see `tables.rs` for why).
+//! its key, in `lww` mode because clocks are given in the log's record order and only
+//! grow (the clock restarts above the manifest's clock floor and everything replayed),
+//! so a newer memtable's version has the larger clock. Tables are merged instead (see
+//! `tables.rs` for why).
 //!
 //! Flush (`jobs.rs`): when the active memtable reaches `memtable_bytes` it is sealed and
 //! the log rolls to a new segment in the same synchronous step, so every record in the
@@ -111,6 +112,17 @@ impl EngineConfig {
     pub fn new(dir: impl Into<PathBuf>, node_id: NodeId) -> EngineConfig {
         ServerConfig::default().engine(dir.into(), node_id)
     }
+}
+
+/// What makes a write's new set final when its record is queued.
+enum Queued {
+    /// `dvv`: the set is final; the key stays held until its record is queued.
+    Held(KeyGuard),
+    /// `lww`: the set gets its clock in the same synchronous step that queues its
+    /// record. So clocks follow the log's record order, and with it the memtable
+    /// generations (a seal rolls the log in one step): a newer generation always holds
+    /// the larger clock, which is what lets reads stop at the first one holding the key.
+    Stamped { timestamp_us: u64 },
 }
 
 /// A version set appended to the log whose fdatasync has not completed yet.
@@ -341,9 +353,13 @@ impl Engine {
             value: value.map(Bytes::copy_from_slice),
         };
         if core.conflicts == ConflictMode::Lww {
-            let versions = VersionSet::last_write(core.tick(timestamp_us), versioned);
+            // Clock 1 is a stand-in of the same encoded length: the real clock is given
+            // when the record is queued (see `Queued::Stamped`).
+            let versions = VersionSet::last_write(1, versioned);
             core.check_storable(&key, &versions)?;
-            return core.log_and_apply(key, versions, None).await;
+            return core
+                .log_and_apply(key, versions, Queued::Stamped { timestamp_us })
+                .await;
         }
         let guard = core.locks.lock(&key).await;
         let pending = core.pending.borrow().get(&key).map(|p| p.versions.clone());
@@ -353,10 +369,9 @@ impl Engine {
         };
         let versions = VersionSet::coordinate(&stored, context, versioned, core.node_id);
         core.check_storable(&key, &versions)?;
-        core.log_and_apply(key, versions, Some(guard)).await
+        core.log_and_apply(key, versions, Queued::Held(guard)).await
     }
 
-    /// Seals the active memtable (if it holds anything) and waits until every sealed
     /// Seals the active memtable (if it holds anything) and waits until every sealed
     /// memtable is in a table. For tests, benchmarks and clean shutdowns.
     pub async fn flush(&self) -> Result<(), StorageError> {
@@ -437,12 +452,23 @@ impl Core {
     async fn log_and_apply(
         self: &Rc<Self>,
         key: Bytes,
-        versions: VersionSet,
-        guard: Option<KeyGuard>,
+        mut versions: VersionSet,
+        queued: Queued,
     ) -> Result<WriteOutcome, StorageError> {
-        let mut payload = Vec::with_capacity(2 + key.len() + versions.encoded_len());
-        encode_put(&key, &versions, &mut payload);
-        let ticket = self.log.append(RECORD_PUT, &payload).await?;
+        let payload_len = 2 + key.len() + versions.encoded_len();
+        let (guard, stamp) = match queued {
+            Queued::Held(guard) => (Some(guard), None),
+            Queued::Stamped { timestamp_us } => (None, Some(timestamp_us)),
+        };
+        let ticket = self
+            .log
+            .append_with(RECORD_PUT, payload_len, |payload| {
+                if let Some(timestamp_us) = stamp {
+                    versions.set_last_write_clock(self.tick(timestamp_us));
+                }
+                encode_put(&key, &versions, payload);
+            })
+            .await?;
         // Same poll as the append: the record belongs to the generation active now (a
         // seal rolls the log in one step with it, see `Core::seal_if_full`).
         let generation = self.memory.active();

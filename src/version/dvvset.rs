@@ -116,6 +116,19 @@ impl VersionSet {
         }
     }
 
+    /// Gives a [`last_write`](Self::last_write) set another clock (the engine stamps
+    /// it when the write's record is queued). Panics on any other set.
+    pub fn set_last_write_clock(&mut self, clock: u64) {
+        assert!(
+            (1..=COUNTER_MAX).contains(&clock),
+            "clock {clock} outside 1..={COUNTER_MAX}"
+        );
+        match &mut self.entries[..] {
+            [entry] if entry.node == LWW_NODE && entry.values.len() == 1 => entry.counter = clock,
+            _ => panic!("not a last-write-wins set: {self:?}"),
+        }
+    }
+
     /// The largest last-write-wins clock this set has seen (0 if none): what a shard's
     /// clock must stay above.
     pub fn last_write_clock(&self) -> u64 {

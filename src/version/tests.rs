@@ -443,3 +443,23 @@ fn encoding_a_set_past_the_limits_panics() {
     };
     set.encode();
 }
+
+/// The last-write-wins example drawn in docs/storage.md ("Version set").
+#[test]
+fn last_write_golden_bytes() {
+    let clock = 1_764_547_200_000_000;
+    let set = VersionSet::last_write(clock, val(clock, "hi"));
+    #[rustfmt::skip]
+    let expected: Vec<u8> = vec![
+        0x01, 0x00,                                     // 1 entry
+        0, 0, 0, 0, 0, 0, 0, 0,                         //   node 0 (last write wins)
+        0x00, 0xa0, 0x0b, 0xa9, 0xd8, 0x44, 0x06, 0x00, //   counter = clock
+        0x01, 0x00,                                     //   1 value
+        0x00, 0xa0, 0x0b, 0xa9, 0xd8, 0x44, 0x06, 0x00, //     timestamp
+        0x01, 0x02, 0x00, 0x00, 0x00, b'h', b'i',       //     kind 1, len 2, "hi"
+        0x00, 0x00,                                     // 0 anonymous values
+    ];
+    assert_eq!(set.encode(), expected);
+    assert_eq!(set.last_write_clock(), clock);
+    assert_eq!(set.context(), Context::from_sorted(vec![(LWW_NODE, clock)]));
+}

@@ -284,8 +284,24 @@ impl<D: LogDisk> CommitLog<D> {
     /// than `buffer_bytes_max` bytes are queued. The record is not durable yet: see
     /// [`durable`](Self::durable).
     pub async fn append(&self, kind: u8, payload: &[u8]) -> Result<Ticket, LogError> {
+        self.append_with(kind, payload.len(), |out| out.extend_from_slice(payload))
+            .await
+    }
+
+    /// [`append`](Self::append) of a payload of `payload_len` bytes that `encode`
+    /// writes once the record's room in the queue is taken, in the same synchronous
+    /// step as queueing it. So whatever `encode` decides (a last-write-wins clock, say)
+    /// follows the order of the records in the log, even when appends wait for room and
+    /// a smaller record overtakes a larger one. `encode` does not run if the append
+    /// fails; it must write exactly `payload_len` bytes.
+    pub async fn append_with(
+        &self,
+        kind: u8,
+        payload_len: usize,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Ticket, LogError> {
         let core = &self.inner.core;
-        let record_bytes = record::record_bytes(payload.len());
+        let record_bytes = record::record_bytes(payload_len);
         if record_bytes as u64 > u64::from(core.record_bytes_max) {
             return Err(LogError::RecordTooLarge {
                 record_bytes: record_bytes as u64,
@@ -308,7 +324,7 @@ impl<D: LogDisk> CommitLog<D> {
             core.space.signal(record_bytes as u64);
             return Err(e);
         }
-        record::encode_unsealed(&mut st.queue, kind, payload);
+        record::encode_unsealed_with(&mut st.queue, kind, payload_len, encode);
         st.queue_lens.push_back(record_bytes);
         let ticket = Ticket(st.next_ticket);
         st.next_ticket += 1;

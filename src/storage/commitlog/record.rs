@@ -36,12 +36,31 @@ pub fn record_bytes(payload_len: usize) -> usize {
 
 /// Appends a record with a zero CRC to `out`; [`seal`] must fill it before it is written.
 pub fn encode_unsealed(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
-    let len = u32::try_from(1 + payload.len()).expect("payload checked against record_bytes_max");
-    out.reserve(record_bytes(payload.len()));
+    encode_unsealed_with(out, kind, payload.len(), |out| {
+        out.extend_from_slice(payload)
+    });
+}
+
+/// [`encode_unsealed`] of a payload of `payload_len` bytes that `encode` appends to
+/// `out`. Panics if it appends another number of bytes (the length is already written).
+pub fn encode_unsealed_with(
+    out: &mut Vec<u8>,
+    kind: u8,
+    payload_len: usize,
+    encode: impl FnOnce(&mut Vec<u8>),
+) {
+    let len = u32::try_from(1 + payload_len).expect("payload checked against record_bytes_max");
+    out.reserve(record_bytes(payload_len));
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.push(kind);
-    out.extend_from_slice(payload);
+    let start = out.len();
+    encode(out);
+    assert_eq!(
+        out.len() - start,
+        payload_len,
+        "encode wrote another length"
+    );
 }
 
 /// Fills the CRC of one unsealed record that occupies all of `record`.
