@@ -447,8 +447,9 @@ const COMPACTION_SHARES: usize = 100;
 
 impl Core {
     /// Appends the key's new set to the log and makes it visible once durable under
-    /// the sync policy (module doc). `guard` holds the key in `dvv` mode; it is released
-    /// as soon as the record is queued.
+    /// the sync policy (module doc). `queued` says how the set is made final as its
+    /// record is queued: a `dvv` write's key guard is released then, an `lww` write's
+    /// set gets its clock then.
     async fn log_and_apply(
         self: &Rc<Self>,
         key: Bytes,
