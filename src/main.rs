@@ -107,6 +107,9 @@ enum Command {
     /// One shard's storage engine without the network, like RocksDB's db_bench:
     /// fillrandom, readrandom, readrandom during a compaction
     BenchEngine(BenchEngineArgs),
+    /// One 4 KiB O_DIRECT random read through glommio against a blocking pread of the
+    /// same file, interleaved: what the runtime adds to every table block read
+    BenchDisk(BenchDiskArgs),
     /// Inspect a commit-log segment
     Commitlog {
         #[command(subcommand)]
@@ -207,6 +210,20 @@ struct BenchEngineArgs {
     /// Compaction's read rate limit in bytes/s (0: none; default: the server's)
     #[arg(long)]
     compaction_bytes_per_sec: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct BenchDiskArgs {
+    /// File to read (made of random bytes if shorter than --file-bytes); must be on a
+    /// real disk
+    #[arg(long, default_value = "ringkv-bench-disk.dat")]
+    file: PathBuf,
+    #[arg(long, default_value_t = 100 << 20)]
+    file_bytes: u64,
+    #[arg(long, default_value_t = 20_000)]
+    reads: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -313,6 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => bench(args),
         Command::BenchEngine(args) => bench_engine(args),
+        Command::BenchDisk(args) => bench_disk(args),
         Command::Commitlog {
             action: DumpAction::Dump { file },
         } => {
@@ -364,6 +382,25 @@ fn bench_engine(args: BenchEngineArgs) -> anyhow::Result<ExitCode> {
     );
     loadgen::engine_bench::run(&options, |phase| println!("{}", phase.line()))
         .map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_disk(args: BenchDiskArgs) -> anyhow::Result<ExitCode> {
+    let options = loadgen::disk_bench::DiskBenchOptions {
+        file: args.file,
+        file_bytes: args.file_bytes,
+        reads: args.reads,
+        seed: args.seed,
+    };
+    let (pread_us, glommio_us) = loadgen::disk_bench::run(&options).map_err(anyhow::Error::msg)?;
+    println!(
+        "bench-disk: {} random 4 KiB O_DIRECT reads each of {} ({} MiB): pread_us={pread_us:.1} \
+         glommio_us={glommio_us:.1} glommio_extra_us={:.1}",
+        options.reads,
+        options.file.display(),
+        options.file_bytes >> 20,
+        glommio_us - pread_us
+    );
     Ok(ExitCode::SUCCESS)
 }
 

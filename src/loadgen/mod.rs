@@ -11,6 +11,7 @@
 //! would see (coordinated omission): the open-loop mode arrives with the full load
 //! generator.
 
+pub mod disk_bench;
 pub mod engine_bench;
 
 use std::cell::{Cell, RefCell};
