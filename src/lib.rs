@@ -16,7 +16,8 @@
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner)
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one
 //! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms; and
-//!   `ringkv bench-engine`, one shard's engine alone, db_bench style
+//!   `ringkv bench-engine`, one shard's engine alone, db_bench style; `ringkv
+//!   bench-disk`, glommio's O_DIRECT read against pread
 //! - [`inspect`]   `ringkv commitlog dump` / `ringkv sstable dump` for operators
 //!
 //! # A write, walked through
