@@ -65,6 +65,8 @@ pub struct PhaseReport {
     pub latency: Histogram<u64>,
     /// Reads that found their key (read phases).
     pub found: u64,
+    /// Block cache lookups during the phase: `(hits, misses)`.
+    pub cache: (u64, u64),
 }
 
 impl PhaseReport {
@@ -76,7 +78,7 @@ impl PhaseReport {
     pub fn line(&self) -> String {
         let us = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         format!(
-            "{}: ops_per_sec={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} ops={} found={}",
+            "{}: ops_per_sec={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} ops={} found={} cache_hits={} cache_misses={}",
             self.name,
             self.ops_per_sec(),
             us(0.5),
@@ -84,7 +86,9 @@ impl PhaseReport {
             us(0.999),
             self.latency.max() as f64 / 1000.0,
             self.ops,
-            self.found
+            self.found,
+            self.cache.0,
+            self.cache.1
         )
     }
 }
@@ -202,6 +206,12 @@ async fn phases(
     Ok(reports)
 }
 
+/// Cache hits and misses since `before` (an earlier [`Engine::cache_lookups`]).
+fn cache_since(engine: &Engine, before: (u64, u64)) -> (u64, u64) {
+    let now = engine.cache_lookups();
+    (now.0 - before.0, now.1 - before.1)
+}
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
@@ -227,6 +237,7 @@ async fn write_phase(
     let mut k = Vec::with_capacity(options.key_bytes);
     let mut value = vec![0u8; options.value_bytes];
     let mut found = 0;
+    let lookups = engine.cache_lookups();
     let started = Instant::now();
     for _ in 0..ops {
         key(rng.gen_range(0..options.keys), options.key_bytes, &mut k);
@@ -254,6 +265,7 @@ async fn write_phase(
         elapsed: started.elapsed(),
         latency,
         found,
+        cache: cache_since(engine, lookups),
     })
 }
 
@@ -268,6 +280,7 @@ async fn read_phase(
     let mut latency = new_histogram();
     let mut k = Vec::with_capacity(options.key_bytes);
     let (mut ops, mut found) = (0, 0);
+    let lookups = engine.cache_lookups();
     let started = Instant::now();
     loop {
         match while_set {
@@ -290,5 +303,6 @@ async fn read_phase(
         elapsed: started.elapsed(),
         latency,
         found,
+        cache: cache_since(engine, lookups),
     })
 }

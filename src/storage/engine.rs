@@ -423,6 +423,12 @@ impl Engine {
         self.core.tables.cache().used_bytes()
     }
 
+    /// Block cache lookups since the engine opened: `(hits, misses)`.
+    pub fn cache_lookups(&self) -> (u64, u64) {
+        let cache = self.core.tables.cache();
+        (cache.hits(), cache.misses())
+    }
+
     pub fn stats(&self) -> EngineStats {
         self.core.stats.get()
     }
