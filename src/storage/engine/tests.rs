@@ -297,10 +297,28 @@ fn table_files(dir: &Path) -> usize {
         .count()
 }
 
-/// Flips a byte in the first data block of the shard's (only) table; returns its path.
-fn damage_first_block(dir: &Path) -> std::path::PathBuf {
-    // The file starts with its first data block.
-    let table = std::fs::read_dir(dir)
+/// Writes `key-00000`..`key-00999` into one uncompressed table under `config`, flips a
+/// byte in the table's first data block (the file starts with it) and opens the engine
+/// again. Returns it and the damaged table's path.
+async fn open_with_damaged_first_block(config: EngineConfig) -> (Engine, std::path::PathBuf) {
+    let config = EngineConfig {
+        table: crate::storage::sstable::TableOptions {
+            compression: crate::storage::sstable::Compression::None,
+            ..Default::default()
+        },
+        ..config
+    };
+    let engine = open_with(EngineConfig {
+        memtable_bytes: 1 << 20,
+        ..config.clone()
+    })
+    .await;
+    write_keys(&engine, 0..1000, 4).await;
+    engine.flush().await.unwrap();
+    assert_eq!(engine.table_count(), 1);
+    engine.close().await.unwrap();
+    drop(engine);
+    let table = std::fs::read_dir(&config.dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension() == Some("sst".as_ref()))
@@ -308,7 +326,7 @@ fn damage_first_block(dir: &Path) -> std::path::PathBuf {
     let mut bytes = std::fs::read(&table).unwrap();
     bytes[100] ^= 0x40;
     std::fs::write(&table, bytes).unwrap();
-    table
+    (open_with(config).await, table)
 }
 
 /// Compaction options under which the job never finds work: only tests' calls compact.
@@ -505,25 +523,8 @@ fn a_full_disk_fails_the_flush_loses_nothing_and_recovers() {
 fn a_damaged_block_is_an_error_for_its_keys_only() {
     run(|| async {
         let dir = test_dir();
-        let config = EngineConfig {
-            table: crate::storage::sstable::TableOptions {
-                compression: crate::storage::sstable::Compression::None,
-                ..Default::default()
-            },
-            ..config(dir.path(), SyncPolicy::None)
-        };
-        let engine = open_with(EngineConfig {
-            memtable_bytes: 1 << 20,
-            ..config.clone()
-        })
-        .await;
-        write_keys(&engine, 0..1000, 4).await;
-        engine.flush().await.unwrap();
-        assert_eq!(engine.table_count(), 1);
-        engine.close().await.unwrap();
-        drop(engine);
-        let table = damage_first_block(dir.path());
-        let engine = open_with(config).await;
+        let (engine, table) =
+            open_with_damaged_first_block(config(dir.path(), SyncPolicy::None)).await;
         let err = engine.get(b"key-00000").await.unwrap_err();
         assert!(
             err.to_string().contains(&table.display().to_string()),

@@ -152,21 +152,8 @@ fn a_write_after_restart_beats_flushed_data_even_with_an_earlier_wall_clock() {
 fn an_lww_write_never_reads_the_stored_versions() {
     run(|| async {
         let dir = test_dir();
-        let config = EngineConfig {
-            memtable_bytes: 1 << 20,
-            table: crate::storage::sstable::TableOptions {
-                compression: crate::storage::sstable::Compression::None,
-                ..Default::default()
-            },
-            ..lww(config(dir.path(), SyncPolicy::None))
-        };
-        let engine = open_with(config.clone()).await;
-        write_keys(&engine, 0..1000, 4).await;
-        engine.flush().await.unwrap();
-        engine.close().await.unwrap();
-        drop(engine);
-        damage_first_block(dir.path());
-        let engine = open_with(config).await;
+        let (engine, _) =
+            open_with_damaged_first_block(lww(config(dir.path(), SyncPolicy::None))).await;
         assert!(engine.get(b"key-00000").await.is_err());
         engine
             .write(b"key-00000", &Context::empty(), Some(b"new"), 1)
