@@ -12,6 +12,11 @@
 # version's dot), so its fillrandom is a read-then-write against RocksDB's blind put.
 # Targets (issue 3): ringkv/RocksDB >= 1.0 on fillrandom (lww: blind on both) and on
 # readrandom (both modes) ops/s; dvv's fillrandom and updaterandom are reported.
+# Both run on the core that takes the data disk's interrupts (db_bench under taskset,
+# ringkv pinned there with --cpu). ringkv's shard polls for up to --idle-poll-us (the
+# server's default, 200 us) before it sleeps, as a pinned server shard does; RocksDB
+# sleeps in pread. The table shows each side's process CPU per operation, so what the
+# polling costs is in the figures.
 #
 # Usage: perf/engine-vs-rocksdb.sh [--rocksdb-only]
 #   --rocksdb-only   measure RocksDB alone (no cargo build, no ringkv run, no ratios)
@@ -82,6 +87,30 @@ device="$(df -T "$work" | awk 'NR==2 {print $1}')"
 case "$fstype" in
   tmpfs|ramfs) fail "$work is on $fstype; set ENGINE_BENCH_DIR to a directory on a real disk" ;;
 esac
+# The core both systems run on: the one that takes the data disk's completion
+# interrupts. A completion that lands on another core crosses to the reader's first
+# (about 20 us more per read on this virtual machine's single-queue disk), and ringkv,
+# pinned, polls for it on its own core. db_bench runs there too (taskset), like for like.
+disk_irq_cpu() {
+  local dev name
+  dev="$(basename "$device")"
+  if [ ! -e "/sys/block/$dev" ]; then
+    dev="$(lsblk -no pkname "$device" 2>/dev/null | head -n1)"
+  fi
+  name="$(basename "$(readlink -f "/sys/block/$dev/device" 2>/dev/null)" 2>/dev/null)"
+  case "$dev" in nvme*) name="${dev%%n[0-9]*}" ;; esac
+  [ -n "$name" ] || { echo 0; return; }
+  awk -v name="$name" -v n="$(nproc)" '
+    NR > 1 && index($0, name) {
+      for (c = 0; c < n; c++) count[c] += $(c + 2)
+    }
+    END {
+      best = 0
+      for (c = 0; c < n; c++) if (count[c] > count[best]) best = c
+      print best
+    }' /proc/interrupts
+}
+cpu="$(disk_irq_cpu)"
 rocks_dir="$work/rocksdb"
 ringkv_dir="$work/ringkv"
 
@@ -103,15 +132,16 @@ fi
 # Different seeds, so readrandom does not replay fillrandom's exact key sequence (with
 # the same seed every read hits, in write order). fillrandom draws keys with repeats:
 # about 63% of the key space ends up written, and about 63% of reads find their key.
-fill_cmd=("$db_bench" "${db_opts[@]}" --seed=1 "--benchmarks=fillrandom,levelstats")
+fill_cmd=(taskset -c "$cpu" "$db_bench" "${db_opts[@]}" --seed=1 "--benchmarks=fillrandom,levelstats")
 wait_bench=""
 grep -q waitforcompaction <<<"$db_help" && wait_bench="waitforcompaction,"
-read_cmd=("$db_bench" "${db_opts[@]}" --seed=2 --use_existing_db=1
+read_cmd=(taskset -c "$cpu" "$db_bench" "${db_opts[@]}" --seed=2 --use_existing_db=1
   --benchmarks="${wait_bench}readrandom,levelstats")
-update_cmd=("$db_bench" "${db_opts[@]}" --seed=3 --use_existing_db=1
+update_cmd=(taskset -c "$cpu" "$db_bench" "${db_opts[@]}" --seed=3 --use_existing_db=1
   --benchmarks="${wait_bench}updaterandom")
 ringkv_cmd=("$bin" bench-engine --keys "$keys" --key-bytes "$key_bytes"
-  --value-bytes "$value_bytes" --cache-bytes "$cache_bytes" --memtable-bytes "$memtable_bytes")
+  --value-bytes "$value_bytes" --cache-bytes "$cache_bytes" --memtable-bytes "$memtable_bytes"
+  --cpu "$cpu")
 
 # "ops p50 p99 p99.9" of benchmark $1 from db_bench output $2 (micros, as printed)
 rocks_stats() {
@@ -131,7 +161,8 @@ rocks_stats() {
     END { if (ops == "" || p999 == "") exit 1; print ops, p50, p99, p999 }' "$2"
 }
 
-# "ops p50 p99 p99.9" from a ringkv line "$1: ops_per_sec=.. p50_us=.. p99_us=.. p999_us=.."
+# "ops p50 p99 p99.9 cpu" from a ringkv line "$1: ops_per_sec=.. p50_us=.. p99_us=.. p999_us=..
+# .. cpu_us_per_op=.."
 ringkv_stats() {
   awk -v b="$1:" '
     $1 == b {
@@ -139,8 +170,8 @@ ringkv_stats() {
       seen = 1
     }
     END {
-      if (!seen || v["ops_per_sec"] == "" || v["p50_us"] == "" || v["p99_us"] == "" || v["p999_us"] == "") exit 1
-      print v["ops_per_sec"], v["p50_us"], v["p99_us"], v["p999_us"]
+      if (!seen || v["ops_per_sec"] == "" || v["p50_us"] == "" || v["p99_us"] == "" || v["p999_us"] == "" || v["cpu_us_per_op"] == "") exit 1
+      print v["ops_per_sec"], v["p50_us"], v["p99_us"], v["p999_us"], v["cpu_us_per_op"]
     }' "$2"
 }
 
@@ -171,7 +202,7 @@ fi
   echo "# ringkv engine vs RocksDB db_bench, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
   echo "cpu: $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //')"
-  echo "data dir: $work on $device ($fstype)"
+  echo "data dir: $work on $device ($fstype); both systems on core $cpu (the disk's interrupts)"
   echo "rocksdb: $db_bench (rocksdb-tools $rocksdb_version)"
   echo "ringkv commit: $commit"
   # other work on the machine (a compiler, say) skews everything below; check this
@@ -194,8 +225,12 @@ run_db_bench() {
   local name="$1" log="$2"
   shift 2
   echo "running db_bench $name ..." >&2
-  "$@" >"$log" 2>"$log.err" || { cat "$log.err" >&2; fail "db_bench $name failed"; }
+  local TIMEFORMAT='%U %S'
+  { time "$@" >"$log" 2>"$log.err"; } 2>"$log.cpu" || { cat "$log.err" >&2; fail "db_bench $name failed"; }
 }
+# CPU microseconds per operation of the db_bench run that wrote LOG: the whole process
+# (user and system, every thread, its background compactions too) over $keys operations
+rocks_cpu() { awk -v n="$keys" '{ printf "%.1f", ($1 + $2) * 1e6 / n }' "$1.cpu"; }
 run_db_bench fillrandom "$rocks_fill_log" "${fill_cmd[@]}"
 run_db_bench "readrandom (a few minutes with O_DIRECT)" "$rocks_read_log" "${read_cmd[@]}"
 run_db_bench updaterandom "$rocks_update_log" "${update_cmd[@]}"
@@ -227,13 +262,14 @@ run_ringkv() {
   echo "running ringkv bench-engine --conflicts $mode ..." >&2
   "${cmd[@]}" >"$log" 2>&1 || { cat "$log" >&2; fail "ringkv bench-engine --conflicts $mode failed"; }
   for phase in fillrandom readrandom readrandom_during_compaction updaterandom; do
-    local ops p50 p99 p999
-    read -r ops p50 p99 p999 < <(ringkv_stats "$phase" "$log") \
+    local ops p50 p99 p999 cpu_per_op
+    read -r ops p50 p99 p999 cpu_per_op < <(ringkv_stats "$phase" "$log") \
       || { cat "$log" >&2; fail "no parseable '$phase:' line in the ringkv output above"; }
     printf -v "k_${mode}_${phase}_ops" '%s' "$ops"
     printf -v "k_${mode}_${phase}_p50" '%s' "$p50"
     printf -v "k_${mode}_${phase}_p99" '%s' "$p99"
     printf -v "k_${mode}_${phase}_p999" '%s' "$p999"
+    printf -v "k_${mode}_${phase}_cpu" '%s' "$cpu_per_op"
   done
   {
     echo "## ringkv, --conflicts $mode"
@@ -248,22 +284,23 @@ if [ "$rocksdb_only" -eq 0 ]; then
 fi
 
 # --- table -------------------------------------------------------------------------
-row() { printf '%-30s %-12s %10s %9s %9s %9s\n' "$@"; }
+row() { printf '%-30s %-12s %10s %9s %9s %9s %11s\n' "$@"; }
 # k MODE PHASE FIELD: one figure run_ringkv stored
 k() { local v="k_$1_$2_$3"; echo "${!v}"; }
 {
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
-  echo "## Summary (latencies in microseconds)"
-  row benchmark system ops/s p50 p99 p99.9
-  row fillrandom RocksDB "$r_fill_ops" "$r_fill_p50" "$r_fill_p99" "$r_fill_p999"
-  row readrandom RocksDB "$r_read_ops" "$r_read_p50" "$r_read_p99" "$r_read_p999"
-  row updaterandom RocksDB "$r_upd_ops" "$r_upd_p50" "$r_upd_p99" "$r_upd_p999"
+  echo "## Summary (latencies in microseconds; cpu/op: process CPU microseconds per operation,"
+  echo "## every thread; a polling ringkv shard spends its disk waits on the CPU; both on core $cpu)"
+  row benchmark system ops/s p50 p99 p99.9 cpu/op
+  row fillrandom RocksDB "$r_fill_ops" "$r_fill_p50" "$r_fill_p99" "$r_fill_p999" "$(rocks_cpu "$rocks_fill_log")"
+  row readrandom RocksDB "$r_read_ops" "$r_read_p50" "$r_read_p99" "$r_read_p999" "$(rocks_cpu "$rocks_read_log")"
+  row updaterandom RocksDB "$r_upd_ops" "$r_upd_p50" "$r_upd_p99" "$r_upd_p999" "$(rocks_cpu "$rocks_update_log")"
   if [ "$rocksdb_only" -eq 0 ]; then
     for mode in "${modes[@]}"; do
       for phase in fillrandom readrandom readrandom_during_compaction updaterandom; do
         row "$phase" "ringkv $mode" "$(k "$mode" "$phase" ops)" "$(k "$mode" "$phase" p50)" \
-          "$(k "$mode" "$phase" p99)" "$(k "$mode" "$phase" p999)"
+          "$(k "$mode" "$phase" p99)" "$(k "$mode" "$phase" p999)" "$(k "$mode" "$phase" cpu)"
       done
     done
     echo

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub vnodes_per_shard: usize,
     /// Pin each shard to a core (off in tests so many executors fit on 2 cores).
     pub pin_cores: bool,
+    /// How long a pinned shard with nothing to run keeps polling its rings and inbox
+    /// before it sleeps (0: sleep at once). An unpinned shard always sleeps at once.
+    pub idle_poll_us: u64,
     pub sync: SyncPolicy,
     /// Fixed when the data dir is created (its `node.meta` records it).
     pub conflicts: ConflictMode,
@@ -85,6 +88,11 @@ impl Default for ServerConfig {
             // while the ring stays small enough to send in a SHARD_MAP frame.
             vnodes_per_shard: 16,
             pin_cores: true,
+            // Seastar's default idle poll. A disk read completes about 50 µs after it is
+            // sent; a shard that sleeps meanwhile pays the sleep and the wake-up (on a
+            // virtual machine, ~10 µs more per read than polling: perf/README.md). 200 µs
+            // covers a read and a round trip on loopback; past it the core goes idle.
+            idle_poll_us: 200,
             sync: SyncPolicy::Batch,
             // Never lose a concurrent write silently (DESIGN.md §1); lww is opt-in.
             conflicts: ConflictMode::Dvv,

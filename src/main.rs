@@ -147,9 +147,8 @@ struct ServerArgs {
     /// How concurrent writes to a key are settled; fixed when the data dir is created
     #[arg(long, value_enum, default_value = "dvv")]
     conflicts: ConflictsArg,
-    /// Do not pin shards to cores (for machines shared with other work, and tests)
-    #[arg(long)]
-    no_pin: bool,
+    #[command(flatten)]
+    cores: CoreArgs,
     #[arg(long)]
     vnodes_per_shard: Option<usize>,
     #[arg(long)]
@@ -178,6 +177,36 @@ struct ServerArgs {
     /// Bytes of tables one shard's compaction reads per second (0: no limit)
     #[arg(long)]
     compaction_bytes_per_sec: Option<u64>,
+}
+
+/// How executors sit on cores: the server's shards, and the benchmarks standing for one.
+#[derive(clap::Args)]
+struct CoreArgs {
+    /// Do not pin shards to cores (for machines shared with other work, and tests); an
+    /// unpinned shard never polls, it sleeps as soon as it has nothing to run
+    #[arg(long)]
+    no_pin: bool,
+    /// Microseconds a pinned shard with nothing to run keeps polling for completions
+    /// and messages before it sleeps (0: sleep at once)
+    #[arg(long, default_value_t = ServerConfig::default().idle_poll_us)]
+    idle_poll_us: u64,
+}
+
+/// The core a benchmark's one executor runs on.
+#[derive(clap::Args)]
+struct BenchCoreArgs {
+    #[command(flatten)]
+    cores: CoreArgs,
+    /// Core to pin the executor to: best the one that takes the disk's completion
+    /// interrupts (a completion on another core first crosses to it)
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
+}
+
+impl BenchCoreArgs {
+    fn cpu(&self) -> Option<usize> {
+        (!self.cores.no_pin).then_some(self.cpu)
+    }
 }
 
 #[derive(clap::Args)]
@@ -210,6 +239,8 @@ struct BenchEngineArgs {
     /// Compaction's read rate limit in bytes/s (0: none; default: the server's)
     #[arg(long)]
     compaction_bytes_per_sec: Option<u64>,
+    #[command(flatten)]
+    cores: BenchCoreArgs,
 }
 
 #[derive(clap::Args)]
@@ -224,6 +255,8 @@ struct BenchDiskArgs {
     reads: u64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    #[command(flatten)]
+    cores: BenchCoreArgs,
 }
 
 #[derive(clap::Args)]
@@ -367,6 +400,8 @@ fn bench_engine(args: BenchEngineArgs) -> anyhow::Result<ExitCode> {
         compaction_bytes_per_sec: args
             .compaction_bytes_per_sec
             .unwrap_or(ringkv::config::ServerConfig::default().compaction_bytes_per_sec),
+        cpu: args.cores.cpu(),
+        idle_poll_us: args.cores.cores.idle_poll_us,
     };
     println!(
         "bench-engine: {} keys of {} bytes, {}-byte values, cache {} KiB, memtable {} KiB, \
@@ -391,6 +426,8 @@ fn bench_disk(args: BenchDiskArgs) -> anyhow::Result<ExitCode> {
         file_bytes: args.file_bytes,
         reads: args.reads,
         seed: args.seed,
+        cpu: args.cores.cpu(),
+        idle_poll_us: args.cores.cores.idle_poll_us,
     };
     let (pread_us, glommio_us) = loadgen::disk_bench::run(&options).map_err(anyhow::Error::msg)?;
     println!(
@@ -412,7 +449,8 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         port: args.port,
         shards: args.shards.unwrap_or(defaults.shards),
         vnodes_per_shard: args.vnodes_per_shard.unwrap_or(defaults.vnodes_per_shard),
-        pin_cores: !args.no_pin,
+        pin_cores: !args.cores.no_pin,
+        idle_poll_us: args.cores.idle_poll_us,
         sync: sync_policy(args.sync, args.sync_period_ms),
         conflicts: args.conflicts.into(),
         commitlog_segment_bytes: args

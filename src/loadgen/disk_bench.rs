@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use glommio::io::DmaFile;
-use glommio::{LocalExecutorBuilder, Placement};
 use rand::{Rng, SeedableRng};
 
 use crate::runtime::checks;
@@ -26,6 +25,10 @@ pub struct DiskBenchOptions {
     pub file_bytes: u64,
     pub reads: u64,
     pub seed: u64,
+    /// The core the executor is pinned to, or none: unbound (it then never polls).
+    pub cpu: Option<usize>,
+    /// While pinned, how long the idle executor polls before it sleeps.
+    pub idle_poll_us: u64,
 }
 
 /// Mean microseconds per read: `(pread, glommio)`.
@@ -39,9 +42,8 @@ pub fn run(options: &DiskBenchOptions) -> Result<(f64, f64), String> {
     fill(options)?;
     let pages = options.file_bytes / READ_BYTES as u64;
     let (path, reads, seed) = (options.file.clone(), options.reads, options.seed);
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .name("bench-disk")
-        .io_memory(io_memory)
+    let idle_poll = Duration::from_micros(options.idle_poll_us);
+    crate::runtime::executor("bench-disk", options.cpu, idle_poll, io_memory)
         .spawn(move || async move {
             let io = |e: std::io::Error| format!("{}: {e}", path.display());
             let blocking = std::fs::OpenOptions::new()

@@ -31,7 +31,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
@@ -54,6 +53,11 @@ pub struct EngineBenchOptions {
     pub conflicts: ConflictMode,
     pub seed: u64,
     pub compaction_bytes_per_sec: u64,
+    /// The core the executor is pinned to (as shard 0 is), or none: unbound.
+    pub cpu: Option<usize>,
+    /// While pinned, how long the idle executor polls before it sleeps (the server's
+    /// `--idle-poll-us`).
+    pub idle_poll_us: u64,
 }
 
 /// One phase's figures.
@@ -67,6 +71,9 @@ pub struct PhaseReport {
     pub found: u64,
     /// Block cache lookups during the phase: `(hits, misses)`.
     pub cache: (u64, u64),
+    /// CPU time of the whole process (user and system, every thread) over the phase: a
+    /// polling executor spends its waits on the CPU, and this shows what that costs.
+    pub cpu: Duration,
 }
 
 impl PhaseReport {
@@ -74,11 +81,16 @@ impl PhaseReport {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// CPU microseconds per operation.
+    pub fn cpu_us_per_op(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.ops.max(1) as f64
+    }
+
     /// `name: ops_per_sec=… p50_us=… p99_us=… p999_us=…`: the line the perf script reads.
     pub fn line(&self) -> String {
         let us = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         format!(
-            "{}: ops_per_sec={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} ops={} found={} cache_hits={} cache_misses={}",
+            "{}: ops_per_sec={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} ops={} found={} cache_hits={} cache_misses={} cpu_us_per_op={:.1}",
             self.name,
             self.ops_per_sec(),
             us(0.5),
@@ -88,7 +100,8 @@ impl PhaseReport {
             self.ops,
             self.found,
             self.cache.0,
-            self.cache.1
+            self.cache.1,
+            self.cpu_us_per_op()
         )
     }
 }
@@ -106,9 +119,8 @@ pub fn run(
     let io_memory = checks::size_io_memory(memlock, 1, 0).map_err(|e| e.to_string())?;
     checks::check_data_dir(&options.dir).map_err(|e| e.to_string())?;
     let options = options.clone();
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .name("bench-engine")
-        .io_memory(io_memory)
+    let idle_poll = Duration::from_micros(options.idle_poll_us);
+    crate::runtime::executor("bench-engine", options.cpu, idle_poll, io_memory)
         .spawn(move || async move {
             crate::runtime::watchdog::guarded("bench-engine executor", async {
                 phases(&options, &mut progress).await
@@ -212,6 +224,18 @@ fn cache_since(engine: &Engine, before: (u64, u64)) -> (u64, u64) {
     (now.0 - before.0, now.1 - before.1)
 }
 
+/// User plus system CPU time of this process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
@@ -238,6 +262,7 @@ async fn write_phase(
     let mut value = vec![0u8; options.value_bytes];
     let mut found = 0;
     let lookups = engine.cache_lookups();
+    let cpu = process_cpu();
     let started = Instant::now();
     for _ in 0..ops {
         key(rng.gen_range(0..options.keys), options.key_bytes, &mut k);
@@ -266,10 +291,11 @@ async fn write_phase(
         latency,
         found,
         cache: cache_since(engine, lookups),
+        cpu: process_cpu().saturating_sub(cpu),
     })
 }
 
-/// Reads random keys: `options.reads` of them, or while `while_set` holds.
+/// Reads random keys: `options.reads` of them, or fewer if `while_set` clears first.
 async fn read_phase(
     engine: &Engine,
     options: &EngineBenchOptions,
@@ -281,12 +307,13 @@ async fn read_phase(
     let mut k = Vec::with_capacity(options.key_bytes);
     let (mut ops, mut found) = (0, 0);
     let lookups = engine.cache_lookups();
+    let cpu = process_cpu();
     let started = Instant::now();
     loop {
-        match while_set {
-            Some(running) if !running.get() => break,
-            None if ops >= options.reads => break,
-            _ => {}
+        // Reads that all hit the cache never wait for the disk and leave the compaction
+        // only its shares of the CPU: it may then outlast any number of reads.
+        if ops >= options.reads || while_set.is_some_and(|running| !running.get()) {
+            break;
         }
         key(rng.gen_range(0..options.keys), options.key_bytes, &mut k);
         let t = Instant::now();
@@ -304,5 +331,6 @@ async fn read_phase(
         latency,
         found,
         cache: cache_since(engine, lookups),
+        cpu: process_cpu().saturating_sub(cpu),
     })
 }

@@ -14,6 +14,7 @@ pub mod watchdog;
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use watchdog::Liveness;
 
@@ -106,14 +107,9 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
             ready: ready_tx.clone(),
             liveness: liveness[shard].clone(),
         };
-        let placement = if config.pin_cores {
-            Placement::Fixed(shard % num_cpus())
-        } else {
-            Placement::Unbound
-        };
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{shard}"))
-            .io_memory(io_memory)
+        let cpu = config.pin_cores.then(|| shard % num_cpus());
+        let idle_poll = Duration::from_micros(config.idle_poll_us);
+        let handle = executor(&format!("shard-{shard}"), cpu, idle_poll, io_memory)
             .spawn(move || crate::server::run_shard(setup))
             .map_err(|e| {
                 StartupError::Environment(format!("starting shard {shard}'s executor: {e}"))
@@ -164,6 +160,24 @@ impl RunningNode {
             }
         }
     }
+}
+
+/// The builder of every ringkv executor that serves data (shards, and the benchmarks
+/// that stand for one): pinned to core `cpu` and polling for `idle_poll` whenever it has
+/// nothing to run before it sleeps, or, with no `cpu`, unbound and never polling
+/// (glommio polls only on a pinned executor; tests run many unbound executors on 2
+/// cores, where polling would take the core from the others).
+pub fn executor(
+    name: &str,
+    cpu: Option<usize>,
+    idle_poll: Duration,
+    io_memory: usize,
+) -> LocalExecutorBuilder {
+    let builder = match cpu {
+        Some(cpu) => LocalExecutorBuilder::new(Placement::Fixed(cpu)).spin_before_park(idle_poll),
+        None => LocalExecutorBuilder::new(Placement::Unbound),
+    };
+    builder.name(name).io_memory(io_memory)
 }
 
 fn num_cpus() -> usize {
