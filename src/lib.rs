@@ -11,8 +11,9 @@
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md)
 //! - [`storage`]   per-shard LSM engine: direct-I/O commit log, memtables, SSTables,
 //!   manifest, block cache, size-tiered compaction; node metadata
-//! - [`runtime`]   start-up checks, one executor per shard, cross-shard messages, outbox,
-//!   socket reads/writes, and the watchdog that wakes an executor glommio left asleep
+//! - [`runtime`]   start-up checks, one executor per shard (pinned, polling before it
+//!   sleeps), cross-shard messages, outbox, socket reads/writes, and the watchdog that
+//!   wakes an executor glommio left asleep
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner)
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one
 //! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms; and

@@ -30,11 +30,17 @@ fn field(fields: &[(String, f64)], name: &str) -> f64 {
 #[test]
 fn bench_engine_runs_every_phase_in_both_modes() {
     let dir = test_dir("bench-engine");
-    for mode in ["lww", "dvv"] {
+    // lww pinned to core 0 and polling (the perf script's way), dvv unpinned (sleeps).
+    for (mode, cores) in [
+        ("lww", &["--cpu", "0", "--idle-poll-us", "50"][..]),
+        ("dvv", &["--no-pin", "--idle-poll-us", "0"][..]),
+    ] {
         let out = Command::new(BIN)
             .args(["bench-engine", "--keys", "3000", "--reads", "1000"])
             .args(["--memtable-bytes", "65536", "--cache-bytes", "65536"])
-            .args(["--sync", "none", "--conflicts", mode, "--dir"])
+            .args(["--sync", "none", "--conflicts", mode])
+            .args(cores)
+            .arg("--dir")
             .arg(dir.join(mode))
             .output()
             .unwrap();
@@ -51,6 +57,7 @@ fn bench_engine_runs_every_phase_in_both_modes() {
             let found = field(&f, "found") / field(&f, "ops");
             assert!((0.5..0.8).contains(&found), "{mode} {phase} found {found}");
             assert!(field(&f, "ops_per_sec") > 0.0);
+            assert!(field(&f, "cpu_us_per_op") > 0.0, "{mode} {phase}: {output}");
         }
         // With 64 KiB memtables the keys are in tables: reads go through the cache.
         let read = fields(&output, "readrandom:");
@@ -58,7 +65,9 @@ fn bench_engine_runs_every_phase_in_both_modes() {
             field(&read, "cache_hits") + field(&read, "cache_misses") > 0.0,
             "{output}"
         );
-        fields(&output, "readrandom_during_compaction:");
+        // Ends with the compaction, or after --reads reads if the compaction is slower.
+        let during = fields(&output, "readrandom_during_compaction:");
+        assert!(field(&during, "ops") <= 1000.0, "{output}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -74,6 +83,7 @@ fn bench_disk_compares_pread_with_glommio() {
             "4194304",
             "--reads",
             "200",
+            "--no-pin",
             "--file",
         ])
         .arg(dir.join("probe.dat"))

@@ -4,8 +4,10 @@
 //! moment (a virtual disk's latency drifts by ±10 % over minutes).
 //!
 //! The engine's point reads pay this per block read; the difference is the share of
-//! the read path that is the runtime's, not ringkv's (perf/README.md). Blocking reads
-//! are fine here: this executor runs nothing else.
+//! the read path that is the runtime's, not ringkv's (perf/README.md). Pinned and
+//! polling (`--idle-poll-us`, the server's shards' way) glommio sees a completion as
+//! soon as it is posted; unpinned it sleeps through the wait and pays the wake-up.
+//! Blocking reads are fine here: this executor runs nothing else.
 
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
