@@ -5,7 +5,11 @@
 //!
 //! - [`config`]    every limit, timeout and size, with its default and the reason for it
 //! - [`error`]     the crate error, start-up errors, and the status a client sees
-//! - [`ring`]      token hash (xxh3), token → owner lookup, shard token allocation
+//! - [`ring`]      token hash (xxh3), token → owner lookup, shard token allocation; the
+//!   cluster ring (preference lists over distinct nodes, racks and DCs) and balanced
+//!   token allocation for a joining node
+//! - [`replication`] consistency levels, quorum tracking for writes and reads, the
+//!   merge of replicas' answers and the stale replicas read repair writes to
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding;
 //!   last-write-wins (`--conflicts lww`) as one pseudo-node's dots under the same merge
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md)
@@ -53,6 +57,7 @@ pub mod error;
 pub mod inspect;
 pub mod loadgen;
 pub mod protocol;
+pub mod replication;
 pub mod ring;
 pub mod runtime;
 pub mod server;

@@ -9,6 +9,9 @@
 //!
 //! This module never touches storage or sockets; it is plain data and pure functions.
 
+pub mod allocate;
+pub mod cluster;
+
 use xxhash_rust::xxh3::xxh3_64;
 
 /// A position on the ring.
