@@ -362,14 +362,46 @@ impl Engine {
                 .await;
         }
         let guard = core.locks.lock(&key).await;
-        let pending = core.pending.borrow().get(&key).map(|p| p.versions.clone());
-        let stored = match pending {
-            Some(stored) => stored,
-            None => core.stored(&key).await?.unwrap_or_else(VersionSet::empty),
-        };
+        let (stored, _) = core.stored_under_lock(&key).await?;
         let versions = VersionSet::coordinate(&stored, context, versioned, core.node_id);
         core.check_storable(&key, &versions)?;
         core.log_and_apply(key, versions, Queued::Held(guard)).await
+    }
+
+    /// A replica write: merges `incoming` (another replica's, or a coordinator's, set for
+    /// the key) into what this shard stores, and returns the merge once it is durable
+    /// under the sync policy. Read-merge-write under the key's lock in both conflict
+    /// modes, so that the newest memtable holding a key always holds its whole set (the
+    /// read path stops there). If the merge adds nothing, nothing is written.
+    ///
+    /// Under `lww` the shard's clock moves past the incoming clock, so a write this shard
+    /// coordinates later wins over it even if this machine's wall clock is behind.
+    pub async fn merge(
+        &self,
+        key: &[u8],
+        incoming: &VersionSet,
+    ) -> Result<WriteOutcome, StorageError> {
+        let core = &self.core;
+        core.wait_for_room().await?;
+        let key = Bytes::copy_from_slice(key);
+        if core.conflicts == ConflictMode::Lww {
+            let clock = incoming.last_write_clock();
+            core.clock.set(core.clock.get().max(clock));
+        }
+        let guard = core.locks.lock(&key).await;
+        let (stored, pending) = core.stored_under_lock(&key).await?;
+        let merged = stored.sync(incoming);
+        if merged == stored {
+            // Nothing new to log; but acknowledge only what is durable: a pending set is
+            // logged and not yet synced.
+            drop(guard);
+            if let Some(ticket) = pending {
+                core.log.durable(ticket).await?;
+            }
+            return Ok(stored);
+        }
+        core.check_storable(&key, &merged)?;
+        core.log_and_apply(key, merged, Queued::Held(guard)).await
     }
 
     /// Seals the active memtable (if it holds anything) and waits until every sealed
@@ -519,6 +551,26 @@ impl Core {
         let next = timestamp_us.max(self.clock.get() + 1);
         self.clock.set(next);
         next
+    }
+
+    /// What a write under the key's lock builds on: the set a write logged but not yet
+    /// made durable (with its log ticket), else the stored set (empty if none).
+    async fn stored_under_lock(
+        &self,
+        key: &[u8],
+    ) -> Result<(VersionSet, Option<Ticket>), StorageError> {
+        let pending = self
+            .pending
+            .borrow()
+            .get(key)
+            .map(|p| (p.versions.clone(), p.ticket));
+        match pending {
+            Some((versions, ticket)) => Ok((versions, Some(ticket))),
+            None => Ok((
+                self.stored(key).await?.unwrap_or_else(VersionSet::empty),
+                None,
+            )),
+        }
     }
 
     /// The key's set in the newest memtable that holds it, else merged over the tables.

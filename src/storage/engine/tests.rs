@@ -13,6 +13,7 @@ use super::*;
 use crate::test_support::{run, temp_dir as test_dir};
 
 mod lww;
+mod replica;
 
 /// Small memtables and eager compaction, so that a few dozen writes exercise flushes
 /// and compactions; tombstones may be dropped at once.
