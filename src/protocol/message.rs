@@ -6,7 +6,13 @@
 //! PUT        consistency u8 | key_len u16 | key | context_len u16 | context | value_len u32 | value
 //! DELETE     consistency u8 | key_len u16 | key | context_len u16 | context
 //! SHARD_MAP  (empty)
+//! REPLICA_WRITE  key_len u16 | key | set_len u32 | version set (docs/storage.md)
+//! REPLICA_READ   key_len u16 | key
 //! ```
+//!
+//! REPLICA_WRITE and REPLICA_READ are the internal protocol: nodes send them to each
+//! other's owning shards. The version set travels as opaque bytes here; the replica
+//! decodes (and so checks) it before it merges anything.
 
 use bytes::Bytes;
 
@@ -101,6 +107,15 @@ pub enum Request {
         context: Bytes,
     },
     ShardMap,
+    /// Merge `versions` (an encoded version set) into this replica's copy of `key`.
+    ReplicaWrite {
+        key: Bytes,
+        versions: Bytes,
+    },
+    /// This replica's version set for `key`.
+    ReplicaRead {
+        key: Bytes,
+    },
 }
 
 impl Request {
@@ -112,6 +127,8 @@ impl Request {
             Request::Put { .. } => opcode::PUT,
             Request::Delete { .. } => opcode::DELETE,
             Request::ShardMap => opcode::SHARD_MAP,
+            Request::ReplicaWrite { .. } => opcode::REPLICA_WRITE,
+            Request::ReplicaRead { .. } => opcode::REPLICA_READ,
         }
     }
 
@@ -144,8 +161,23 @@ impl Request {
                 check_key_len(key.len(), limits)?;
                 check_context_len(context.len())
             }
+            Request::ReplicaWrite { key, versions } => {
+                check_key_len(key.len(), limits)?;
+                check_set_len(versions.len(), limits)
+            }
+            Request::ReplicaRead { key } => check_key_len(key.len(), limits),
         }
     }
+}
+
+fn check_set_len(len: usize, limits: &Limits) -> Result<(), RequestError> {
+    if len as u64 > u64::from(limits.frame_bytes_max) {
+        return Err(RequestError::too_large(format!(
+            "version set is {len} bytes, frame limit {}",
+            limits.frame_bytes_max
+        )));
+    }
+    Ok(())
 }
 
 fn check_consistency(consistency: Consistency) -> Result<(), RequestError> {
@@ -222,6 +254,16 @@ pub fn decode_request(
             }
         }
         opcode::SHARD_MAP => Request::ShardMap,
+        opcode::REPLICA_WRITE => {
+            let key = read_key(&mut reader, limits)?;
+            let len = reader.u32("set_len")? as usize;
+            check_set_len(len, limits)?;
+            let versions = reader.bytes(len, "version set")?;
+            Request::ReplicaWrite { key, versions }
+        }
+        opcode::REPLICA_READ => Request::ReplicaRead {
+            key: read_key(&mut reader, limits)?,
+        },
         other => {
             return Err(RequestError::bad_request(format!(
                 "unknown opcode 0x{other:02x}"
@@ -296,6 +338,11 @@ pub fn encode_request(request: &Request, request_id: u32, buf: &mut Vec<u8>) {
             put_bytes_u16(buf, key, "key");
             put_context(buf, context);
         }
+        Request::ReplicaWrite { key, versions } => {
+            put_bytes_u16(buf, key, "key");
+            put_bytes_u32(buf, versions, "version set");
+        }
+        Request::ReplicaRead { key } => put_bytes_u16(buf, key, "key"),
     }
     finish_frame(start, buf);
 }

@@ -102,6 +102,40 @@ fn golden_shard_map() {
 }
 
 #[test]
+fn golden_replica_write() {
+    #[rustfmt::skip]
+    let golden = [
+        0xA7, 0x01, 0x20, 0x00,  0x0C, 0x00, 0x00, 0x00,  0x0B, 0x00, 0x00, 0x00,
+        0x02, 0x00, b'k', b'1',        // key "k1"
+        0x03, 0x00, 0x00, 0x00,        // set_len 3
+        0x01, 0x02, 0x03,              // the version set's bytes (opaque here)
+    ];
+    let request = Request::ReplicaWrite {
+        key: "k1".into(),
+        versions: Bytes::from_static(&[1, 2, 3]),
+    };
+    assert_golden(request, 12, &golden);
+}
+
+#[test]
+fn golden_replica_read() {
+    #[rustfmt::skip]
+    let golden = [
+        0xA7, 0x01, 0x21, 0x00,  0x0D, 0x00, 0x00, 0x00,  0x04, 0x00, 0x00, 0x00,
+        0x02, 0x00, b'k', b'1',        // key "k1"
+    ];
+    assert_golden(Request::ReplicaRead { key: "k1".into() }, 13, &golden);
+}
+
+#[test]
+fn replica_write_set_len_past_the_body_is_refused() {
+    // set_len says 9 bytes, 3 follow.
+    let body = [0x02, 0x00, b'k', b'1', 0x09, 0x00, 0x00, 0x00, 1, 2, 3];
+    let err = decode_body(opcode::REPLICA_WRITE, &body).unwrap_err();
+    assert_eq!(err.status, Status::BadRequest, "{err:?}");
+}
+
+#[test]
 fn consistency_bytes_are_the_documented_ones() {
     let cases = [
         (0x00, Consistency::Default),

@@ -62,6 +62,11 @@ pub mod opcode {
     pub const DELETE: u8 = 0x04;
     /// Ask a node which shard owns which tokens and on which port it listens.
     pub const SHARD_MAP: u8 = 0x05;
+    /// Internal: merge a version set into a replica's copy of a key (a coordinator's
+    /// write, or read repair). Sent by nodes to the owning shard of a peer.
+    pub const REPLICA_WRITE: u8 = 0x20;
+    /// Internal: a replica's whole version set for a key, for a coordinator's read.
+    pub const REPLICA_READ: u8 = 0x21;
     /// Set in every response opcode, so a response can never be taken for a request.
     pub const RESPONSE_BIT: u8 = 0x80;
     /// Opcode of the error frame sent when a header could not be parsed at all
@@ -75,6 +80,9 @@ pub mod opcode {
 
     /// Whether `request_opcode` is one protocol v1 defines.
     pub const fn is_known(request_opcode: u8) -> bool {
-        matches!(request_opcode, PING | GET | PUT | DELETE | SHARD_MAP)
+        matches!(
+            request_opcode,
+            PING | GET | PUT | DELETE | SHARD_MAP | REPLICA_WRITE | REPLICA_READ
+        )
     }
 }

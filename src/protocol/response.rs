@@ -8,7 +8,9 @@
 //! PUT        Ok            context_len u16 | context
 //! DELETE     Ok            context_len u16 | context
 //! SHARD_MAP  Ok            see `shard_map.rs`
-//! any other status         (empty)
+//! REPLICA_WRITE  Ok        (empty)
+//! REPLICA_READ   Ok        set_len u32 | version set (docs/storage.md)
+//! any other status         (empty; REPLICA_READ NotFound: the replica has no set)
 //! ```
 //!
 //! The server hot path encodes straight from its version set with
@@ -70,6 +72,8 @@ pub enum ResponseBody {
     Written { context: Bytes },
     /// SHARD_MAP with Ok.
     ShardMap(ShardMap),
+    /// REPLICA_READ with Ok: the replica's encoded version set for the key.
+    Versions { versions: Bytes },
 }
 
 /// One sibling value of a GET answer.
@@ -87,6 +91,7 @@ enum PayloadKind {
     Get,
     Written,
     ShardMap,
+    Versions,
 }
 
 /// The payload kind for an answer to `request_opcode` with `status`; `Err` when no
@@ -96,7 +101,8 @@ fn payload_kind(request_opcode: u8, status: Status) -> Result<PayloadKind, Strin
         (opcode::GET, Status::Ok | Status::NotFound) => Ok(PayloadKind::Get),
         (opcode::PUT | opcode::DELETE, Status::Ok) => Ok(PayloadKind::Written),
         (opcode::SHARD_MAP, Status::Ok) => Ok(PayloadKind::ShardMap),
-        (opcode::PING, Status::Ok) => Ok(PayloadKind::Empty),
+        (opcode::PING | opcode::REPLICA_WRITE, Status::Ok) => Ok(PayloadKind::Empty),
+        (opcode::REPLICA_READ, Status::Ok) => Ok(PayloadKind::Versions),
         (other, Status::Ok) => Err(format!("status Ok answering unknown opcode 0x{other:02x}")),
         _ => Ok(PayloadKind::Empty),
     }
@@ -109,6 +115,7 @@ impl ResponseBody {
             ResponseBody::Get { .. } => PayloadKind::Get,
             ResponseBody::Written { .. } => PayloadKind::Written,
             ResponseBody::ShardMap(_) => PayloadKind::ShardMap,
+            ResponseBody::Versions { .. } => PayloadKind::Versions,
         }
     }
 }
@@ -188,6 +195,7 @@ pub fn encode_response(
         }
         ResponseBody::Written { context } => put_context(buf, context),
         ResponseBody::ShardMap(map) => map.encode_into(buf),
+        ResponseBody::Versions { versions } => put_bytes_u32(buf, versions, "version set"),
     }
     finish_frame(start, buf);
 }
@@ -270,6 +278,12 @@ pub fn decode_response(
             context: reader.context()?,
         },
         PayloadKind::ShardMap => ResponseBody::ShardMap(ShardMap::decode(&mut reader)?),
+        PayloadKind::Versions => {
+            let len = reader.u32("set_len")? as usize;
+            ResponseBody::Versions {
+                versions: reader.bytes(len, "version set")?,
+            }
+        }
     };
     reader.finish()?;
     Ok(Response {

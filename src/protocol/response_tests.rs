@@ -38,6 +38,38 @@ fn golden_ping() {
     assert_golden(opcode::PING, 1, &Response::ok(ResponseBody::Empty), &golden);
 }
 
+#[test]
+fn golden_replica_read_ok() {
+    #[rustfmt::skip]
+    let golden = [
+        0xA7, 0x01, 0xA1, 0x00,  0x0D, 0x00, 0x00, 0x00,  0x09, 0x00, 0x00, 0x00,
+        0x00,                    // status Ok
+        0x00, 0x00,              // message ""
+        0x02, 0x00, 0x00, 0x00,  // set_len 2
+        0x0A, 0x0B,              // the version set's bytes (opaque here)
+    ];
+    let body = ResponseBody::Versions {
+        versions: Bytes::from_static(&[0x0A, 0x0B]),
+    };
+    assert_golden(opcode::REPLICA_READ, 13, &Response::ok(body), &golden);
+}
+
+#[test]
+fn golden_replica_write_ok() {
+    #[rustfmt::skip]
+    let golden = [
+        0xA7, 0x01, 0xA0, 0x00,  0x0C, 0x00, 0x00, 0x00,  0x03, 0x00, 0x00, 0x00,
+        0x00,        // status Ok
+        0x00, 0x00,  // message ""
+    ];
+    assert_golden(
+        opcode::REPLICA_WRITE,
+        12,
+        &Response::ok(ResponseBody::Empty),
+        &golden,
+    );
+}
+
 #[rustfmt::skip]
 const GOLDEN_GET_OK: [u8; 49] = [
     0xA7, 0x01, 0x82, 0x00,  0x07, 0x00, 0x00, 0x00,  0x25, 0x00, 0x00, 0x00,

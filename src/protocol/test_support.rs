@@ -74,6 +74,9 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
                 context,
             }
         }),
+        (arb_key(), arb_value())
+            .prop_map(|(key, versions)| Request::ReplicaWrite { key, versions }),
+        arb_key().prop_map(|key| Request::ReplicaRead { key }),
     ]
 }
 
@@ -149,6 +152,14 @@ pub(crate) fn arb_response() -> impl Strategy<Value = (u8, Response)> {
             }),
         (arb_message(), arb_shard_map()).prop_map(move |(message, map)| {
             (opcode::SHARD_MAP, ok(message, ResponseBody::ShardMap(map)))
+        }),
+        arb_message()
+            .prop_map(move |message| (opcode::REPLICA_WRITE, ok(message, ResponseBody::Empty))),
+        (arb_message(), arb_value()).prop_map(move |(message, versions)| {
+            (
+                opcode::REPLICA_READ,
+                ok(message, ResponseBody::Versions { versions }),
+            )
         }),
         (any::<u8>(), arb_error_status(), arb_message())
             .prop_filter("GET NotFound has a payload", |(op, status, _)| {

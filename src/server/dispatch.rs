@@ -10,6 +10,8 @@ use crate::protocol::{
     encode_error_response, encode_get_response, encode_response, Consistency, Request, Response,
     ResponseBody, ShardMap as WireShardMap, Status,
 };
+use bytes::Bytes;
+
 use crate::runtime::ShardMsg;
 use crate::version::{now_us, Context, VersionSet};
 
@@ -24,7 +26,11 @@ pub enum Route {
 
 pub fn route(shard: &Shard, request: &Request) -> Route {
     let key = match request {
-        Request::Get { key, .. } | Request::Put { key, .. } | Request::Delete { key, .. } => key,
+        Request::Get { key, .. }
+        | Request::Put { key, .. }
+        | Request::Delete { key, .. }
+        | Request::ReplicaWrite { key, .. }
+        | Request::ReplicaRead { key } => key,
         Request::Ping | Request::ShardMap => return Route::Here,
     };
     let owner = *shard.shard_map.owner_of_key(key) as usize;
@@ -40,8 +46,10 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
 pub fn answers_at_once(shard: &Shard, request: &Request) -> bool {
     match request {
         Request::Ping | Request::ShardMap => true,
-        Request::Get { key, .. } => shard.engine.read_now(key, |_| ()).is_some(),
-        Request::Put { .. } | Request::Delete { .. } => false,
+        Request::Get { key, .. } | Request::ReplicaRead { key } => {
+            shard.engine.read_now(key, |_| ()).is_some()
+        }
+        Request::Put { .. } | Request::Delete { .. } | Request::ReplicaWrite { .. } => false,
     }
 }
 
@@ -76,7 +84,15 @@ pub fn answer_at_once(
                 encode_error_response(opcode, request_id, Status::Unavailable, &message, out)
             }
         },
-        Request::Put { .. } | Request::Delete { .. } => {
+        Request::ReplicaRead { key } => {
+            shard
+                .engine
+                .read_now(key, |versions| {
+                    encode_replica_set(request_id, versions, out)
+                })
+                .expect("answers_at_once said memory answers this read");
+        }
+        Request::Put { .. } | Request::Delete { .. } | Request::ReplicaWrite { .. } => {
             unreachable!("a write is never answered at once")
         }
     }
@@ -117,6 +133,20 @@ pub async fn execute_local(
             context,
             consistency,
         } => (key, context, None, consistency),
+        Request::ReplicaRead { key } => {
+            match shard.engine.get(&key).await {
+                Ok(versions) => encode_replica_set(request_id, versions.as_ref(), out),
+                Err(e) => {
+                    let message = format!("shard {}: {e}", shard.id);
+                    encode_error_response(opcode, request_id, e.status(), &message, out);
+                }
+            }
+            return;
+        }
+        Request::ReplicaWrite { key, versions } => {
+            replica_write(shard, request_id, &key, &versions, out).await;
+            return;
+        }
         other => {
             answer_at_once(shard, request_id, opcode, &other, out);
             return;
@@ -182,6 +212,55 @@ pub async fn forward(
         &mut frame,
     );
     frame
+}
+
+/// Merges a peer's version set into this replica's copy of the key.
+async fn replica_write(
+    shard: &Shard,
+    request_id: u32,
+    key: &[u8],
+    encoded: &Bytes,
+    out: &mut Vec<u8>,
+) {
+    let op = crate::protocol::opcode::REPLICA_WRITE;
+    let versions = match VersionSet::decode(encoded) {
+        Ok((versions, used)) if used == encoded.len() => versions,
+        Ok((_, used)) => {
+            let message = format!(
+                "version set of {} bytes has {} trailing",
+                encoded.len(),
+                encoded.len() - used
+            );
+            encode_error_response(op, request_id, Status::BadRequest, &message, out);
+            return;
+        }
+        Err(e) => {
+            let message = format!("version set does not decode: {e}");
+            encode_error_response(op, request_id, Status::BadRequest, &message, out);
+            return;
+        }
+    };
+    match shard.engine.merge(key, &versions).await {
+        Ok(_) => encode_response(op, request_id, &Response::ok(ResponseBody::Empty), out),
+        Err(e) => {
+            let message = format!("shard {}: {e}", shard.id);
+            encode_error_response(op, request_id, e.status(), &message, out);
+        }
+    }
+}
+
+/// A REPLICA_READ answer: the whole set (tombstones and all), or NotFound.
+fn encode_replica_set(request_id: u32, versions: Option<&VersionSet>, out: &mut Vec<u8>) {
+    let op = crate::protocol::opcode::REPLICA_READ;
+    match versions {
+        Some(versions) => {
+            let body = ResponseBody::Versions {
+                versions: versions.encode().into(),
+            };
+            encode_response(op, request_id, &Response::ok(body), out);
+        }
+        None => encode_error_response(op, request_id, Status::NotFound, "", out),
+    }
 }
 
 /// Answers a GET from memory; the caller checked that memory can
