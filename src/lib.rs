@@ -8,6 +8,8 @@
 //! - [`ring`]      token hash (xxh3), token → owner lookup, shard token allocation; the
 //!   cluster ring (preference lists over distinct nodes, racks and DCs) and balanced
 //!   token allocation for a joining node
+//! - [`membership`] the member table (static: seeds, push-pull exchange), its encoding,
+//!   and the ring snapshot every shard routes with
 //! - [`replication`] consistency levels, quorum tracking for writes and reads, the
 //!   merge of replicas' answers and the stale replicas read repair writes to
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding;
@@ -56,6 +58,7 @@ pub mod config;
 pub mod error;
 pub mod inspect;
 pub mod loadgen;
+pub mod membership;
 pub mod protocol;
 pub mod replication;
 pub mod ring;

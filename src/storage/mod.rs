@@ -14,6 +14,7 @@ pub mod keylock;
 pub mod manifest;
 pub mod memtable;
 pub mod node_meta;
+pub mod node_tokens;
 pub mod sstable;
 
 use std::path::PathBuf;
