@@ -73,6 +73,20 @@ pub struct ServerConfig {
     /// Compaction reads at most this many bytes of tables per second per shard (0: no
     /// limit) while it keeps up: its disk traffic competes with requests' reads.
     pub compaction_bytes_per_sec: u64,
+    /// `host:port` client addresses of nodes to join through (empty: start alone, or
+    /// rejoin the members this node already knows).
+    pub seeds: Vec<String>,
+    /// Where this node is; replicas spread over distinct DCs and racks while they can.
+    pub dc: String,
+    pub rack: String,
+    /// N: how many nodes store each key.
+    pub replication_factor: usize,
+    /// R and W when a request says "default".
+    pub default_consistency: crate::protocol::Consistency,
+    /// How often the node exchanges member tables with its seeds and members.
+    pub membership_interval_ms: u64,
+    /// How long a coordinator waits for a replica's answer before it counts it failed.
+    pub replica_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +141,17 @@ impl Default for ServerConfig {
             // taking writes at full speed needs more; once tables pile up past twice
             // the compaction threshold, compaction runs unpaced until it catches up.
             compaction_bytes_per_sec: 8 << 20,
+            seeds: Vec::new(),
+            dc: "dc1".to_string(),
+            rack: "rack1".to_string(),
+            // Dynamo's and Cassandra's usual N: survives one node down at QUORUM.
+            replication_factor: 3,
+            default_consistency: crate::protocol::Consistency::Quorum,
+            // Static membership: a new node is known everywhere within a second or two.
+            membership_interval_ms: 1000,
+            // Far above a loopback or LAN round trip and a replica's fdatasync (~1 ms);
+            // short enough that a dead replica costs a client one second, not ten.
+            replica_timeout_ms: 1000,
         }
     }
 }
@@ -185,6 +210,14 @@ impl ServerConfig {
         }
         if self.memtable_bytes < 64 << 10 {
             return Err("--memtable-bytes must be at least 64 KiB".into());
+        }
+        if self.replication_factor == 0 || self.replication_factor > 127 {
+            return Err("--replication-factor must be between 1 and 127".into());
+        }
+        if self.membership_interval_ms == 0 || self.replica_timeout_ms == 0 {
+            return Err(
+                "--membership-interval-ms and --replica-timeout-ms must be at least 1".into(),
+            );
         }
         if let SyncPolicy::Periodic { period_ms } = self.sync {
             if period_ms == 0 {

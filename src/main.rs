@@ -11,6 +11,7 @@ use ringkv::client::blocking::BlockingClient;
 use ringkv::client::Routing;
 use ringkv::config::{ConflictMode, ServerConfig, SyncPolicy, DEFAULT_DATA_DIR, DEFAULT_PORT};
 use ringkv::loadgen::{self, BenchOptions};
+use ringkv::protocol::Consistency;
 use ringkv::runtime;
 
 #[derive(Parser)]
@@ -72,7 +73,7 @@ struct Target {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: one shard per core, data under --data-dir
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Write a value
     Put {
         key: String,
@@ -80,12 +81,18 @@ enum Command {
         /// Context (hex) from an earlier get: the write supersedes what it saw
         #[arg(long, default_value = "")]
         context: String,
+        /// W: one, quorum, all, or a count (default: the server's)
+        #[arg(long, default_value = "default", value_parser = parse_consistency)]
+        consistency: Consistency,
         #[command(flatten)]
         target: Target,
     },
     /// Read a key: every sibling and the context to write with (exit code 1 if absent)
     Get {
         key: String,
+        /// R: one, quorum, all, or a count (default: the server's)
+        #[arg(long, default_value = "default", value_parser = parse_consistency)]
+        consistency: Consistency,
         #[command(flatten)]
         target: Target,
     },
@@ -94,6 +101,9 @@ enum Command {
         key: String,
         #[arg(long, default_value = "")]
         context: String,
+        /// W: one, quorum, all, or a count (default: the server's)
+        #[arg(long, default_value = "default", value_parser = parse_consistency)]
+        consistency: Consistency,
         #[command(flatten)]
         target: Target,
     },
@@ -177,6 +187,24 @@ struct ServerArgs {
     /// Bytes of tables one shard's compaction reads per second (0: no limit)
     #[arg(long)]
     compaction_bytes_per_sec: Option<u64>,
+    /// Nodes to join through, host:port of their client port, comma-separated
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// This node's data center; replicas spread over distinct DCs while they can
+    #[arg(long)]
+    dc: Option<String>,
+    /// This node's rack; replicas spread over distinct racks while they can
+    #[arg(long)]
+    rack: Option<String>,
+    /// N: nodes that store each key (the same on every node of a cluster)
+    #[arg(long)]
+    replication_factor: Option<usize>,
+    /// Milliseconds between member table exchanges with the seeds and members
+    #[arg(long)]
+    membership_interval_ms: Option<u64>,
+    /// Milliseconds a coordinator waits for a replica before counting it failed
+    #[arg(long)]
+    replica_timeout_ms: Option<u64>,
 }
 
 /// How executors sit on cores: the server's shards, and the benchmarks standing for one.
@@ -302,34 +330,68 @@ fn main() -> ExitCode {
     }
 }
 
+/// `one`, `quorum`, `all`, `default`, or a replica count 1..=127.
+fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    match s {
+        "default" => Ok(Consistency::Default),
+        "one" => Ok(Consistency::One),
+        "quorum" => Ok(Consistency::Quorum),
+        "all" => Ok(Consistency::All),
+        n => match n.parse::<u8>() {
+            Ok(count) if (1..=Consistency::COUNT_MAX).contains(&count) => {
+                Ok(Consistency::Count(count))
+            }
+            _ => Err(format!(
+                "{n:?}: expected one, quorum, all, default or a count 1..=127"
+            )),
+        },
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs(10);
     let connect = |t: &Target| BlockingClient::connect(&t.host, t.port, timeout);
+    let connect_at = |t: &Target, consistency: Consistency| {
+        connect(t).map(|mut client| {
+            client.set_consistency(consistency);
+            client
+        })
+    };
     match cli.command {
-        Command::Server(args) => serve(args),
+        Command::Server(args) => serve(*args),
         Command::Put {
             key,
             value,
             context,
+            consistency,
             target,
         } => {
             let context = hex_decode(&context)?;
-            let new = connect(&target)?.put(key.as_bytes(), value.as_bytes(), &context)?;
+            let new = connect_at(&target, consistency)?.put(
+                key.as_bytes(),
+                value.as_bytes(),
+                &context,
+            )?;
             println!("OK context={}", hex_encode(&new));
             Ok(ExitCode::SUCCESS)
         }
         Command::Del {
             key,
             context,
+            consistency,
             target,
         } => {
             let context = hex_decode(&context)?;
-            let new = connect(&target)?.delete(key.as_bytes(), &context)?;
+            let new = connect_at(&target, consistency)?.delete(key.as_bytes(), &context)?;
             println!("OK context={}", hex_encode(&new));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Get { key, target } => {
-            let result = connect(&target)?.get(key.as_bytes())?;
+        Command::Get {
+            key,
+            consistency,
+            target,
+        } => {
+            let result = connect_at(&target, consistency)?.get(key.as_bytes())?;
             if result.values.is_empty() {
                 println!("(not found) context={}", hex_encode(&result.context));
                 return Ok(ExitCode::from(1));
@@ -469,6 +531,18 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         compaction_bytes_per_sec: args
             .compaction_bytes_per_sec
             .unwrap_or(defaults.compaction_bytes_per_sec),
+        seeds: args.seeds,
+        dc: args.dc.unwrap_or(defaults.dc.clone()),
+        rack: args.rack.unwrap_or(defaults.rack.clone()),
+        replication_factor: args
+            .replication_factor
+            .unwrap_or(defaults.replication_factor),
+        membership_interval_ms: args
+            .membership_interval_ms
+            .unwrap_or(defaults.membership_interval_ms),
+        replica_timeout_ms: args
+            .replica_timeout_ms
+            .unwrap_or(defaults.replica_timeout_ms),
         ..defaults
     };
     config.validate().map_err(anyhow::Error::msg)?;

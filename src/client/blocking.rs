@@ -21,6 +21,8 @@ pub struct BlockingClient {
     stream: TcpStream,
     addr: String,
     next_id: u32,
+    /// R or W of the reads and writes it sends (default: the server's).
+    consistency: Consistency,
 }
 
 impl BlockingClient {
@@ -42,7 +44,13 @@ impl BlockingClient {
             stream,
             addr,
             next_id: 1,
+            consistency: Consistency::Default,
         })
+    }
+
+    /// Sends later GET, PUT and DELETE requests at `consistency`.
+    pub fn set_consistency(&mut self, consistency: Consistency) {
+        self.consistency = consistency;
     }
 
     /// Sends one request and reads its response.
@@ -112,7 +120,7 @@ impl BlockingClient {
     pub fn get(&mut self, key: &[u8]) -> Result<GetResult, ClientError> {
         let response = self.request(&Request::Get {
             key: Bytes::copy_from_slice(key),
-            consistency: Consistency::Default,
+            consistency: self.consistency,
         })?;
         match (response.status, response.body) {
             (Status::Ok | Status::NotFound, ResponseBody::Get { context, values }) => {
@@ -131,7 +139,7 @@ impl BlockingClient {
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
             context: Bytes::copy_from_slice(context),
-            consistency: Consistency::Default,
+            consistency: self.consistency,
         })
     }
 
@@ -139,7 +147,7 @@ impl BlockingClient {
         self.write(Request::Delete {
             key: Bytes::copy_from_slice(key),
             context: Bytes::copy_from_slice(context),
-            consistency: Consistency::Default,
+            consistency: self.consistency,
         })
     }
 

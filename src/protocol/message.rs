@@ -8,6 +8,7 @@
 //! SHARD_MAP  (empty)
 //! REPLICA_WRITE  key_len u16 | key | set_len u32 | version set (docs/storage.md)
 //! REPLICA_READ   key_len u16 | key
+//! MEMBERS        table_len u32 | member table (postcard; empty: the sender has none)
 //! ```
 //!
 //! REPLICA_WRITE and REPLICA_READ are the internal protocol: nodes send them to each
@@ -116,6 +117,11 @@ pub enum Request {
     ReplicaRead {
         key: Bytes,
     },
+    /// The sender's member table (encoded; empty from a client): the answer carries
+    /// the receiver's table after merging it.
+    Members {
+        table: Bytes,
+    },
 }
 
 impl Request {
@@ -129,6 +135,7 @@ impl Request {
             Request::ShardMap => opcode::SHARD_MAP,
             Request::ReplicaWrite { .. } => opcode::REPLICA_WRITE,
             Request::ReplicaRead { .. } => opcode::REPLICA_READ,
+            Request::Members { .. } => opcode::MEMBERS,
         }
     }
 
@@ -166,6 +173,7 @@ impl Request {
                 check_set_len(versions.len(), limits)
             }
             Request::ReplicaRead { key } => check_key_len(key.len(), limits),
+            Request::Members { table } => check_set_len(table.len(), limits),
         }
     }
 }
@@ -264,6 +272,12 @@ pub fn decode_request(
         opcode::REPLICA_READ => Request::ReplicaRead {
             key: read_key(&mut reader, limits)?,
         },
+        opcode::MEMBERS => {
+            let len = reader.u32("table_len")? as usize;
+            Request::Members {
+                table: reader.bytes(len, "member table")?,
+            }
+        }
         other => {
             return Err(RequestError::bad_request(format!(
                 "unknown opcode 0x{other:02x}"
@@ -343,6 +357,7 @@ pub fn encode_request(request: &Request, request_id: u32, buf: &mut Vec<u8>) {
             put_bytes_u32(buf, versions, "version set");
         }
         Request::ReplicaRead { key } => put_bytes_u16(buf, key, "key"),
+        Request::Members { table } => put_bytes_u32(buf, table, "member table"),
     }
     finish_frame(start, buf);
 }

@@ -128,6 +128,20 @@ fn golden_replica_read() {
 }
 
 #[test]
+fn golden_members() {
+    #[rustfmt::skip]
+    let golden = [
+        0xA7, 0x01, 0x22, 0x00,  0x0E, 0x00, 0x00, 0x00,  0x06, 0x00, 0x00, 0x00,
+        0x02, 0x00, 0x00, 0x00,  // table_len 2
+        0x00, 0x01,              // the table's bytes (opaque here)
+    ];
+    let request = Request::Members {
+        table: Bytes::from_static(&[0x00, 0x01]),
+    };
+    assert_golden(request, 14, &golden);
+}
+
+#[test]
 fn replica_write_set_len_past_the_body_is_refused() {
     // set_len says 9 bytes, 3 follow.
     let body = [0x02, 0x00, b'k', b'1', 0x09, 0x00, 0x00, 0x00, 1, 2, 3];

@@ -67,6 +67,8 @@ pub mod opcode {
     pub const REPLICA_WRITE: u8 = 0x20;
     /// Internal: a replica's whole version set for a key, for a coordinator's read.
     pub const REPLICA_READ: u8 = 0x21;
+    /// Internal: exchange member tables (push-pull); also how a client learns the ring.
+    pub const MEMBERS: u8 = 0x22;
     /// Set in every response opcode, so a response can never be taken for a request.
     pub const RESPONSE_BIT: u8 = 0x80;
     /// Opcode of the error frame sent when a header could not be parsed at all
@@ -82,7 +84,7 @@ pub mod opcode {
     pub const fn is_known(request_opcode: u8) -> bool {
         matches!(
             request_opcode,
-            PING | GET | PUT | DELETE | SHARD_MAP | REPLICA_WRITE | REPLICA_READ
+            PING | GET | PUT | DELETE | SHARD_MAP | REPLICA_WRITE | REPLICA_READ | MEMBERS
         )
     }
 }

@@ -10,6 +10,7 @@
 //! SHARD_MAP  Ok            see `shard_map.rs`
 //! REPLICA_WRITE  Ok        (empty)
 //! REPLICA_READ   Ok        set_len u32 | version set (docs/storage.md)
+//! MEMBERS        Ok        table_len u32 | member table (postcard)
 //! any other status         (empty; REPLICA_READ NotFound: the replica has no set)
 //! ```
 //!
@@ -74,6 +75,8 @@ pub enum ResponseBody {
     ShardMap(ShardMap),
     /// REPLICA_READ with Ok: the replica's encoded version set for the key.
     Versions { versions: Bytes },
+    /// MEMBERS with Ok: the answering node's member table, encoded.
+    Members { table: Bytes },
 }
 
 /// One sibling value of a GET answer.
@@ -92,6 +95,7 @@ enum PayloadKind {
     Written,
     ShardMap,
     Versions,
+    Members,
 }
 
 /// The payload kind for an answer to `request_opcode` with `status`; `Err` when no
@@ -103,6 +107,7 @@ fn payload_kind(request_opcode: u8, status: Status) -> Result<PayloadKind, Strin
         (opcode::SHARD_MAP, Status::Ok) => Ok(PayloadKind::ShardMap),
         (opcode::PING | opcode::REPLICA_WRITE, Status::Ok) => Ok(PayloadKind::Empty),
         (opcode::REPLICA_READ, Status::Ok) => Ok(PayloadKind::Versions),
+        (opcode::MEMBERS, Status::Ok) => Ok(PayloadKind::Members),
         (other, Status::Ok) => Err(format!("status Ok answering unknown opcode 0x{other:02x}")),
         _ => Ok(PayloadKind::Empty),
     }
@@ -116,6 +121,7 @@ impl ResponseBody {
             ResponseBody::Written { .. } => PayloadKind::Written,
             ResponseBody::ShardMap(_) => PayloadKind::ShardMap,
             ResponseBody::Versions { .. } => PayloadKind::Versions,
+            ResponseBody::Members { .. } => PayloadKind::Members,
         }
     }
 }
@@ -196,6 +202,7 @@ pub fn encode_response(
         ResponseBody::Written { context } => put_context(buf, context),
         ResponseBody::ShardMap(map) => map.encode_into(buf),
         ResponseBody::Versions { versions } => put_bytes_u32(buf, versions, "version set"),
+        ResponseBody::Members { table } => put_bytes_u32(buf, table, "member table"),
     }
     finish_frame(start, buf);
 }
@@ -282,6 +289,12 @@ pub fn decode_response(
             let len = reader.u32("set_len")? as usize;
             ResponseBody::Versions {
                 versions: reader.bytes(len, "version set")?,
+            }
+        }
+        PayloadKind::Members => {
+            let len = reader.u32("table_len")? as usize;
+            ResponseBody::Members {
+                table: reader.bytes(len, "member table")?,
             }
         }
     };

@@ -77,6 +77,7 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
         (arb_key(), arb_value())
             .prop_map(|(key, versions)| Request::ReplicaWrite { key, versions }),
         arb_key().prop_map(|key| Request::ReplicaRead { key }),
+        arb_value().prop_map(|table| Request::Members { table }),
     ]
 }
 
@@ -159,6 +160,12 @@ pub(crate) fn arb_response() -> impl Strategy<Value = (u8, Response)> {
             (
                 opcode::REPLICA_READ,
                 ok(message, ResponseBody::Versions { versions }),
+            )
+        }),
+        (arb_message(), arb_value()).prop_map(move |(message, table)| {
+            (
+                opcode::MEMBERS,
+                ok(message, ResponseBody::Members { table }),
             )
         }),
         (any::<u8>(), arb_error_status(), arb_message())

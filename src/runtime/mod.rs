@@ -8,6 +8,7 @@
 //! [`watchdog`] thread ticks every shard and signals one that stops taking ticks.
 
 pub mod checks;
+pub mod join;
 pub mod outbox;
 pub mod socket;
 pub mod watchdog;
@@ -21,9 +22,11 @@ use watchdog::Liveness;
 use crate::config::ServerConfig;
 
 use crate::error::StartupError;
+use crate::membership::Snapshot;
 use crate::protocol::Request;
-use crate::ring::{even_shard_tokens, ShardMap};
+use crate::ring::ShardMap;
 use crate::storage::node_meta::NodeMeta;
+use join::Joined;
 
 /// A message to a shard's inbox.
 pub enum ShardMsg {
@@ -37,6 +40,8 @@ pub enum ShardMsg {
     },
     /// Nothing to do: the watchdog's periodic nudge (see [`watchdog`]).
     Tick,
+    /// The control plane's new view of the cluster: route with it from now on.
+    Snapshot(Arc<Snapshot>),
     /// Stop serving, make the commit log durable, and end the executor.
     Shutdown,
 }
@@ -52,6 +57,10 @@ pub struct ShardSetup {
     /// Told once the shard serves (or why it could not start).
     pub ready: mpsc::Sender<Result<(), StartupError>>,
     pub liveness: Arc<Liveness>,
+    /// The cluster as known at start.
+    pub snapshot: Arc<Snapshot>,
+    /// Shard 0 runs the control plane: it gets this node's member entry and the table.
+    pub control: Option<Joined>,
 }
 
 /// A running node: its shard threads and their inboxes.
@@ -83,11 +92,13 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
         config.vnodes_per_shard as u16,
         config.conflicts,
     )?;
-    let shard_map = Arc::new(ShardMap::new(even_shard_tokens(
-        meta.shards,
-        meta.vnodes_per_shard,
-        meta.token_offset,
-    )));
+    let joined = join::join(&config, &meta)?;
+    let shard_map = Arc::new(ShardMap::new(joined.me.tokens.clone()));
+    let snapshot = Arc::new(
+        Snapshot::new(joined.table.clone(), config.replication_factor)
+            .map_err(|e| StartupError::Environment(format!("the member table: {e}")))?,
+    );
+    let mut control = Some(joined);
 
     let channels: Vec<_> = (0..config.shards)
         .map(|_| flume::bounded(config.shard_queue_max))
@@ -106,6 +117,8 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
             peers: senders.clone(),
             ready: ready_tx.clone(),
             liveness: liveness[shard].clone(),
+            snapshot: snapshot.clone(),
+            control: if shard == 0 { control.take() } else { None },
         };
         let cpu = config.pin_cores.then(|| shard % num_cpus());
         let idle_poll = Duration::from_micros(config.idle_poll_us);

@@ -7,15 +7,17 @@
 //! ([`answer_at_once`]); writes, and reads that go to the tables, run as their own task.
 
 use crate::protocol::{
-    encode_error_response, encode_get_response, encode_response, Consistency, Request, Response,
-    ResponseBody, ShardMap as WireShardMap, Status,
+    encode_error_response, encode_get_response, encode_response, Request, Response, ResponseBody,
+    ShardMap as WireShardMap, Status,
 };
+use std::rc::Rc;
+
 use bytes::Bytes;
 
 use crate::runtime::ShardMsg;
-use crate::version::{now_us, Context, VersionSet};
+use crate::version::VersionSet;
 
-use super::Shard;
+use super::{coordinator, Shard};
 
 /// Where a request runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +34,9 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
         | Request::ReplicaWrite { key, .. }
         | Request::ReplicaRead { key } => key,
         Request::Ping | Request::ShardMap => return Route::Here,
+        // The member table lives on shard 0, the control plane.
+        Request::Members { .. } if shard.id == 0 => return Route::Here,
+        Request::Members { .. } => return Route::Shard(0),
     };
     let owner = *shard.shard_map.owner_of_key(key) as usize;
     if owner == shard.id {
@@ -45,10 +50,11 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
 /// once, in the same poll: nothing can change in between).
 pub fn answers_at_once(shard: &Shard, request: &Request) -> bool {
     match request {
-        Request::Ping | Request::ShardMap => true,
-        Request::Get { key, .. } | Request::ReplicaRead { key } => {
-            shard.engine.read_now(key, |_| ()).is_some()
+        Request::Ping | Request::ShardMap | Request::Members { .. } => true,
+        Request::Get { key, .. } => {
+            only_replica_is_here(shard, key) && shard.engine.read_now(key, |_| ()).is_some()
         }
+        Request::ReplicaRead { key } => shard.engine.read_now(key, |_| ()).is_some(),
         Request::Put { .. } | Request::Delete { .. } | Request::ReplicaWrite { .. } => false,
     }
 }
@@ -78,12 +84,35 @@ pub fn answer_at_once(
                 out,
             );
         }
-        Request::Get { key, consistency } => match check_replicas(*consistency) {
-            Ok(()) => encode_get(shard, request_id, key, out),
-            Err(message) => {
-                encode_error_response(opcode, request_id, Status::Unavailable, &message, out)
+        Request::Get { key, consistency } => {
+            let n = 1;
+            let count = crate::replication::needed(*consistency, shard.default_consistency, n);
+            if count > n {
+                let message = format!(
+                    "{count} replicas requested but the key has 1 (one node in the cluster)"
+                );
+                encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+            } else {
+                encode_get(shard, request_id, key, out);
             }
-        },
+        }
+        Request::Members { table } => {
+            let control = shard
+                .control
+                .as_ref()
+                .expect("MEMBERS is routed to shard 0");
+            match control.exchange(shard, table) {
+                Ok(table) => {
+                    let body = ResponseBody::Members {
+                        table: table.into(),
+                    };
+                    encode_response(opcode, request_id, &Response::ok(body), out);
+                }
+                Err(message) => {
+                    encode_error_response(opcode, request_id, Status::BadRequest, &message, out)
+                }
+            }
+        }
         Request::ReplicaRead { key } => {
             shard
                 .engine
@@ -98,88 +127,78 @@ pub fn answer_at_once(
     }
 }
 
-/// Runs `request` on this shard (which must own its key) and encodes the response.
+/// Runs `request` on this shard (which must own its key) and encodes the response:
+/// client requests through the coordinator, replica requests on the local engine.
 pub async fn execute_local(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     request_id: u32,
     opcode: u8,
     request: Request,
     out: &mut Vec<u8>,
 ) {
-    let (key, context, value, consistency) = match request {
+    match request {
         Request::Get { key, consistency } => {
-            if let Err(message) = check_replicas(consistency) {
-                encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
-                return;
-            }
-            match shard.engine.get(&key).await {
-                Ok(versions) => encode_versions(request_id, versions.as_ref(), out),
-                Err(e) => {
-                    let message = format!("shard {}: {e}", shard.id);
-                    eprintln!("ringkv: GET failed: {message}");
-                    encode_error_response(opcode, request_id, e.status(), &message, out);
-                }
-            }
-            return;
+            coordinator::get(shard, request_id, opcode, key, consistency, out).await
         }
         Request::Put {
-            key,
-            value,
-            context,
+            ref key,
+            ref value,
+            ref context,
             consistency,
-        } => (key, context, Some(value), consistency),
+        } => {
+            let (key, value, context) = (key.clone(), Some(value.clone()), context.clone());
+            coordinator::write(
+                shard,
+                request_id,
+                opcode,
+                request,
+                key,
+                context,
+                value,
+                consistency,
+                out,
+            )
+            .await
+        }
         Request::Delete {
-            key,
-            context,
+            ref key,
+            ref context,
             consistency,
-        } => (key, context, None, consistency),
-        Request::ReplicaRead { key } => {
-            match shard.engine.get(&key).await {
-                Ok(versions) => encode_replica_set(request_id, versions.as_ref(), out),
-                Err(e) => {
-                    let message = format!("shard {}: {e}", shard.id);
-                    encode_error_response(opcode, request_id, e.status(), &message, out);
-                }
+        } => {
+            let (key, context) = (key.clone(), context.clone());
+            coordinator::write(
+                shard,
+                request_id,
+                opcode,
+                request,
+                key,
+                context,
+                None,
+                consistency,
+                out,
+            )
+            .await
+        }
+        Request::ReplicaRead { key } => match shard.engine.get(&key).await {
+            Ok(versions) => encode_replica_set(request_id, versions.as_ref(), out),
+            Err(e) => {
+                let message = format!("shard {}: {e}", shard.id);
+                encode_error_response(opcode, request_id, e.status(), &message, out);
             }
-            return;
-        }
+        },
         Request::ReplicaWrite { key, versions } => {
-            replica_write(shard, request_id, &key, &versions, out).await;
-            return;
+            replica_write(shard, request_id, &key, &versions, out).await
         }
-        other => {
-            answer_at_once(shard, request_id, opcode, &other, out);
-            return;
-        }
-    };
-    if let Err(message) = check_replicas(consistency) {
-        encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
-        return;
+        other => answer_at_once(shard, request_id, opcode, &other, out),
     }
-    let context = match Context::decode(&context) {
-        Ok(context) => context,
-        Err(e) => {
-            let message = format!("context is not one ringkv gave out: {e}");
-            encode_error_response(opcode, request_id, Status::BadRequest, &message, out);
-            return;
-        }
-    };
-    match shard
-        .engine
-        .write(&key, &context, value.as_deref(), now_us())
-        .await
-    {
-        Ok(versions) => {
-            let body = ResponseBody::Written {
-                context: versions.context().encode().into(),
-            };
-            encode_response(opcode, request_id, &Response::ok(body), out);
-        }
-        Err(e) => {
-            let message = format!("shard {}: {e}", shard.id);
-            encode_error_response(opcode, request_id, e.status(), &message, out);
-        }
-    }
+}
+
+/// Whether the ring gives `key` one replica, this node (a cluster of one): then a GET
+/// that memory answers needs no coordinator.
+fn only_replica_is_here(shard: &Shard, key: &[u8]) -> bool {
+    let snapshot = shard.snapshot();
+    let replicas = snapshot.ring.replicas_of_key(key);
+    replicas.len() == 1 && replicas[0].node_id == shard.node_id
 }
 
 /// Sends `request` to the shard that owns its key and waits for the encoded response.
@@ -272,7 +291,7 @@ fn encode_get(shard: &Shard, request_id: u32, key: &[u8], out: &mut Vec<u8>) {
         .expect("answers_at_once said memory answers this read");
 }
 
-fn encode_versions(request_id: u32, versions: Option<&VersionSet>, out: &mut Vec<u8>) {
+pub(super) fn encode_versions(request_id: u32, versions: Option<&VersionSet>, out: &mut Vec<u8>) {
     let Some(versions) = versions else {
         encode_get_response(request_id, Status::NotFound, &[], std::iter::empty(), out);
         return;
@@ -288,15 +307,4 @@ fn encode_versions(request_id: u32, versions: Option<&VersionSet>, out: &mut Vec
         Status::Ok
     };
     encode_get_response(request_id, status, &context, values.into_iter(), out);
-}
-
-/// A single node holds one replica of each key (N = 1): ONE, QUORUM and ALL all mean
-/// that replica; an explicit count above one cannot be met.
-fn check_replicas(consistency: Consistency) -> Result<(), String> {
-    match consistency {
-        Consistency::Count(n) if n > 1 => Err(format!(
-            "{n} replicas requested but this node keeps 1 (replication factor 1)"
-        )),
-        _ => Ok(()),
-    }
 }

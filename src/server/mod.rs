@@ -7,8 +7,12 @@
 //! connection's [`Outbox`](crate::runtime::outbox::Outbox), possibly out of order.
 
 pub mod connection;
+pub mod control;
+pub mod coordinator;
 pub mod dispatch;
+pub mod peers;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +23,8 @@ use glommio::{Latency, Shares};
 
 use crate::config::ServerConfig;
 use crate::error::StartupError;
-use crate::protocol::Limits;
+use crate::membership::Snapshot;
+use crate::protocol::{Consistency, Limits};
 use crate::ring::ShardMap;
 use crate::runtime::watchdog::Liveness;
 use crate::runtime::{ShardMsg, ShardSetup};
@@ -42,6 +47,22 @@ pub struct Shard {
     /// reading their sockets (back-pressure instead of unbounded buffering).
     pub permits: Rc<Semaphore>,
     pub connection_requests_max: usize,
+    /// The cluster as this shard routes with it; replaced when the control plane
+    /// publishes a new one.
+    snapshot: RefCell<Arc<Snapshot>>,
+    /// Connections to other nodes' shards.
+    pub net: peers::Peers,
+    /// The control plane, on shard 0 only.
+    pub control: Option<control::Control>,
+    pub default_consistency: Consistency,
+    pub replica_timeout: Duration,
+}
+
+impl Shard {
+    /// The current cluster snapshot (cheap: an `Arc` clone).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
 }
 
 /// The body of a shard's executor: open storage, bind, report ready, serve until told
@@ -56,6 +77,8 @@ pub async fn run_shard(setup: ShardSetup) {
         peers,
         ready,
         liveness,
+        snapshot,
+        control,
     } = setup;
     let background = glommio::executor().create_task_queue(
         Shares::Static(1000),
@@ -79,6 +102,18 @@ pub async fn run_shard(setup: ShardSetup) {
         limits: config.limits(),
         permits: Rc::new(Semaphore::new(config.shard_requests_max as u64)),
         connection_requests_max: config.connection_requests_max,
+        snapshot: RefCell::new(snapshot),
+        net: peers::Peers::default(),
+        control: control.map(|joined| {
+            control::Control::new(
+                joined,
+                &config.seeds,
+                Duration::from_millis(config.membership_interval_ms),
+                config.replication_factor,
+            )
+        }),
+        default_consistency: config.default_consistency,
+        replica_timeout: Duration::from_millis(config.replica_timeout_ms),
     });
     let mut listeners = Vec::new();
     for port in [config.port, config.shard_port(id)] {
@@ -95,6 +130,9 @@ pub async fn run_shard(setup: ShardSetup) {
     }
     for listener in listeners {
         glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
+    }
+    if shard.control.is_some() {
+        glommio::spawn_local(control::run(shard.clone())).detach();
     }
     liveness.running();
     let _ = ready.send(Ok(()));
@@ -147,6 +185,7 @@ async fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<ShardMsg>, livene
                 .detach();
             }
             ShardMsg::Tick => liveness.tick(),
+            ShardMsg::Snapshot(snapshot) => *shard.snapshot.borrow_mut() = snapshot,
             ShardMsg::Shutdown => return,
         }
     }

@@ -1,0 +1,118 @@
+//! Joining a cluster at start-up, before any shard runs (blocking is fine here).
+//!
+//! A node's tokens are fixed the first time it starts: alone (no `--seeds`), the even
+//! tokens of its `node.meta`; through seeds, tokens from the balanced allocator against
+//! the ring the first answering seed knows, stored in `DATA/tokens` before the node
+//! serves. On every start with seeds it also fetches their member table, so that it
+//! routes with the whole ring from its first request; the control plane's exchanges
+//! (`crate::server::control`) keep it current afterwards.
+
+use std::time::Duration;
+
+use crate::client::blocking::BlockingClient;
+use crate::config::ServerConfig;
+use crate::error::StartupError;
+use crate::membership::{MemberInfo, MemberTable};
+use crate::protocol::{Request, ResponseBody, Status};
+use crate::ring::allocate::{balanced_tokens, deal_to_shards};
+use crate::ring::{even_shard_tokens, Token};
+use crate::storage::node_meta::NodeMeta;
+use crate::storage::node_tokens;
+
+/// What a starting node knows of the cluster.
+pub struct Joined {
+    /// This node as it announces itself.
+    pub me: MemberInfo,
+    /// Every member known at start, this node included.
+    pub table: MemberTable,
+}
+
+/// Splits `host:port`.
+pub fn parse_addr(addr: &str) -> Result<(String, u16), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("seed {addr:?} is not host:port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("seed {addr:?}: {port:?} is not a port"))?;
+    Ok((host.to_string(), port))
+}
+
+/// Asks one node for its member table.
+pub fn fetch_table(host: &str, port: u16, timeout: Duration) -> Result<MemberTable, String> {
+    let mut client = BlockingClient::connect(host, port, timeout).map_err(|e| e.to_string())?;
+    let response = client
+        .request(&Request::Members {
+            table: Default::default(),
+        })
+        .map_err(|e| e.to_string())?;
+    match (response.status, response.body) {
+        (Status::Ok, ResponseBody::Members { table }) => MemberTable::decode(&table),
+        (status, _) => Err(format!("answered {status:?}: {}", response.message)),
+    }
+}
+
+/// Fixes this node's tokens (joining through the seeds the first time) and gathers the
+/// member table it starts with.
+pub fn join(config: &ServerConfig, meta: &NodeMeta) -> Result<Joined, StartupError> {
+    let timeout = Duration::from_millis(config.replica_timeout_ms.max(1000));
+    let mut seen = MemberTable::default();
+    let mut failures = Vec::new();
+    for seed in &config.seeds {
+        let (host, port) = parse_addr(seed).map_err(StartupError::Environment)?;
+        if host == config.host && port == config.port {
+            continue; // a node listed among its own seeds
+        }
+        match fetch_table(&host, port, timeout) {
+            Ok(table) => {
+                seen.merge(&table);
+            }
+            Err(e) => failures.push(format!("{seed}: {e}")),
+        }
+    }
+    let tokens = match node_tokens::load(&config.data_dir, meta.shards)? {
+        Some(tokens) => tokens,
+        None if config.seeds.is_empty() => {
+            even_shard_tokens(meta.shards, meta.vnodes_per_shard, meta.token_offset)
+        }
+        None => {
+            let others: Vec<(Token, u64)> = seen
+                .vnodes()
+                .into_iter()
+                .filter(|&(_, node)| node != meta.node_id)
+                .collect();
+            if others.is_empty() {
+                return Err(StartupError::Environment(format!(
+                    "no seed answered, so this node cannot pick its tokens (it joins the \
+                     ring the seeds know): {}",
+                    failures.join("; ")
+                )));
+            }
+            let count = usize::from(meta.shards) * usize::from(meta.vnodes_per_shard);
+            let chosen = balanced_tokens(&others, meta.node_id, count, config.replication_factor);
+            let tokens = deal_to_shards(&chosen, meta.shards);
+            node_tokens::store(&config.data_dir, &tokens)?;
+            let mut sorted = tokens;
+            sorted.sort_unstable_by_key(|&(t, _)| t);
+            sorted
+        }
+    };
+    let mut tokens = tokens;
+    tokens.sort_unstable_by_key(|&(t, _)| t);
+    for failure in &failures {
+        eprintln!("ringkv: seed {failure} (the node learns the cluster from the others)");
+    }
+    let me = MemberInfo {
+        node_id: meta.node_id,
+        generation: crate::version::now_us(),
+        host: config.host.clone(),
+        port: config.port,
+        shards: meta.shards,
+        dc: config.dc.clone(),
+        rack: config.rack.clone(),
+        tokens,
+    };
+    let mut table = seen;
+    table.insert(me.clone());
+    Ok(Joined { me, table })
+}

@@ -1,0 +1,283 @@
+//! The coordinator: a client's GET, PUT or DELETE over the key's N replicas.
+//!
+//! A write is coordinated by a replica, so that the new version's dot is its own: a
+//! node that is not one forwards the client's request to the first replica that
+//! answers. The coordinating shard writes locally (which makes the dot and stores the
+//! new set), sends the set to the other replicas as REPLICA_WRITE, and answers after W
+//! acknowledgements, its own included. A read may be coordinated anywhere: REPLICA_READ
+//! to every replica (the local one read directly), answer after R with the merge of
+//! what came back, then, once every replica answered or timed out, write that merge to
+//! the replicas that were behind (read repair).
+//!
+//! The counting is [`crate::replication::quorum`]'s; this module only moves bytes.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::protocol::{
+    encode_error_response, encode_response, Request, Response, ResponseBody, Status,
+};
+use crate::replication::quorum::{Progress, ReadQuorum, WriteQuorum};
+use crate::replication::{needed, Consistency};
+use crate::ring::cluster::{NodeId, Replica};
+use crate::version::{now_us, Context, VersionSet};
+
+use super::dispatch::encode_versions;
+use super::Shard;
+
+/// A replica's answer to a coordinator.
+type ReadAnswer = (NodeId, Result<Option<VersionSet>, String>);
+
+/// The key's replicas and how many must answer; or the Unavailable message.
+fn plan(
+    shard: &Shard,
+    key: &[u8],
+    consistency: Consistency,
+) -> Result<(Vec<Replica>, usize), String> {
+    let snapshot = shard.snapshot();
+    let replicas = snapshot.ring.replicas_of_key(key).to_vec();
+    let n = replicas.len();
+    let count = needed(consistency, shard.default_consistency, n);
+    if count > n {
+        return Err(format!(
+            "{count} replicas requested but the key has {n} (replication factor {}, {} nodes)",
+            snapshot.ring.replication_factor(),
+            snapshot.members.len()
+        ));
+    }
+    Ok((replicas, count))
+}
+
+/// The host and shard port of a replica, from the current snapshot.
+fn address(shard: &Shard, replica: &Replica) -> Option<(String, u16)> {
+    let snapshot = shard.snapshot();
+    let member = snapshot.members.get(replica.node_id)?;
+    Some((member.host.clone(), member.shard_port(replica.shard)))
+}
+
+/// Sends `request` to a replica's owning shard.
+async fn send(shard: &Shard, replica: &Replica, request: &Request) -> Result<Response, String> {
+    let Some((host, port)) = address(shard, replica) else {
+        return Err(format!(
+            "node {:016x} is not in the member table",
+            replica.node_id
+        ));
+    };
+    shard
+        .net
+        .request(&host, port, request, shard.replica_timeout)
+        .await
+}
+
+/// GET: read the replicas, answer with the merge at R, repair the stale ones after.
+pub async fn get(
+    shard: &Rc<Shard>,
+    request_id: u32,
+    opcode: u8,
+    key: Bytes,
+    consistency: Consistency,
+    out: &mut Vec<u8>,
+) {
+    let (replicas, r) = match plan(shard, &key, consistency) {
+        Ok(plan) => plan,
+        Err(message) => {
+            encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+            return;
+        }
+    };
+    let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
+    let (tx, rx) = flume::unbounded::<ReadAnswer>();
+    for replica in replicas.iter().copied() {
+        let (shard, key, tx) = (shard.clone(), key.clone(), tx.clone());
+        glommio::spawn_local(async move {
+            let answer = if replica.node_id == shard.node_id {
+                shard.engine.get(&key).await.map_err(|e| e.to_string())
+            } else {
+                read_remote(&shard, &replica, key).await
+            };
+            let _ = tx.send((replica.node_id, answer));
+        })
+        .detach();
+    }
+    drop(tx);
+    let mut quorum = ReadQuorum::new(&ids, r);
+    while quorum.progress() == Progress::Waiting {
+        let Ok((node, answer)) = rx.recv_async().await else {
+            break;
+        };
+        quorum.record(node, answer);
+    }
+    if quorum.progress() != Progress::Succeeded {
+        let message = quorum.unavailable().to_string();
+        encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+        return;
+    }
+    let merged = quorum.merged();
+    encode_versions(request_id, (!merged.is_empty()).then_some(&merged), out);
+    // Read repair, once every replica answered (or timed out).
+    let (shard, key) = (shard.clone(), key.clone());
+    glommio::spawn_local(async move {
+        while !quorum.all_answered() {
+            let Ok((node, answer)) = rx.recv_async().await else {
+                break;
+            };
+            quorum.record(node, answer);
+        }
+        let merged = quorum.merged();
+        if merged.is_empty() {
+            return;
+        }
+        for node in quorum.stale(&merged) {
+            let Some(replica) = replicas.iter().find(|r| r.node_id == node).copied() else {
+                continue;
+            };
+            if node == shard.node_id {
+                if let Err(e) = shard.engine.merge(&key, &merged).await {
+                    eprintln!("ringkv: read repair of the local replica: {e}");
+                }
+            } else {
+                let request = Request::ReplicaWrite {
+                    key: key.clone(),
+                    versions: merged.encode().into(),
+                };
+                let _ = send(&shard, &replica, &request).await;
+            }
+        }
+    })
+    .detach();
+}
+
+async fn read_remote(
+    shard: &Shard,
+    replica: &Replica,
+    key: Bytes,
+) -> Result<Option<VersionSet>, String> {
+    let response = send(shard, replica, &Request::ReplicaRead { key }).await?;
+    match (response.status, response.body) {
+        (Status::Ok, ResponseBody::Versions { versions }) => match VersionSet::decode(&versions) {
+            Ok((set, used)) if used == versions.len() => Ok(Some(set)),
+            Ok(_) => Err("version set with trailing bytes".into()),
+            Err(e) => Err(format!("version set does not decode: {e}")),
+        },
+        (Status::NotFound, _) => Ok(None),
+        (status, _) => Err(format!("{status:?}: {}", response.message)),
+    }
+}
+
+/// PUT or DELETE (`value` `None`): coordinated by a replica, answered after W.
+#[allow(clippy::too_many_arguments)]
+pub async fn write(
+    shard: &Rc<Shard>,
+    request_id: u32,
+    opcode: u8,
+    request: Request,
+    key: Bytes,
+    context: Bytes,
+    value: Option<Bytes>,
+    consistency: Consistency,
+    out: &mut Vec<u8>,
+) {
+    let (replicas, w) = match plan(shard, &key, consistency) {
+        Ok(plan) => plan,
+        Err(message) => {
+            encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+            return;
+        }
+    };
+    if !replicas.iter().any(|r| r.node_id == shard.node_id) {
+        forward_to_a_replica(shard, request_id, opcode, &request, &replicas, out).await;
+        return;
+    }
+    let context = match Context::decode(&context) {
+        Ok(context) => context,
+        Err(e) => {
+            let message = format!("context is not one ringkv gave out: {e}");
+            encode_error_response(opcode, request_id, Status::BadRequest, &message, out);
+            return;
+        }
+    };
+    let versions = match shard
+        .engine
+        .write(&key, &context, value.as_deref(), now_us())
+        .await
+    {
+        Ok(versions) => versions,
+        Err(e) => {
+            let message = format!("node {:016x} shard {}: {e}", shard.node_id, shard.id);
+            encode_error_response(opcode, request_id, e.status(), &message, out);
+            return;
+        }
+    };
+    let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
+    let mut quorum = WriteQuorum::new(&ids, w);
+    quorum.record(shard.node_id, Ok(()));
+    let (tx, rx) = flume::unbounded::<(NodeId, Result<(), String>)>();
+    let encoded: Bytes = versions.encode().into();
+    for replica in replicas
+        .iter()
+        .copied()
+        .filter(|r| r.node_id != shard.node_id)
+    {
+        let (shard, tx) = (shard.clone(), tx.clone());
+        let request = Request::ReplicaWrite {
+            key: key.clone(),
+            versions: encoded.clone(),
+        };
+        glommio::spawn_local(async move {
+            let result = match send(&shard, &replica, &request).await {
+                Ok(response) if response.status == Status::Ok => Ok(()),
+                Ok(response) => Err(format!("{:?}: {}", response.status, response.message)),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send((replica.node_id, result));
+        })
+        .detach();
+    }
+    drop(tx);
+    while quorum.progress() == Progress::Waiting {
+        let Ok((node, result)) = rx.recv_async().await else {
+            break;
+        };
+        quorum.record(node, result);
+    }
+    if quorum.progress() == Progress::Succeeded {
+        let body = ResponseBody::Written {
+            context: versions.context().encode().into(),
+        };
+        encode_response(opcode, request_id, &Response::ok(body), out);
+    } else {
+        let message = format!(
+            "the write is stored on {} replica(s), not the {w} asked for: {}",
+            quorum.unavailable().succeeded,
+            quorum.unavailable()
+        );
+        encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+    }
+}
+
+/// This node is not a replica of the key: the first replica that answers coordinates.
+async fn forward_to_a_replica(
+    shard: &Shard,
+    request_id: u32,
+    opcode: u8,
+    request: &Request,
+    replicas: &[Replica],
+    out: &mut Vec<u8>,
+) {
+    let mut failures = Vec::new();
+    for replica in replicas {
+        match send(shard, replica, request).await {
+            Ok(response) => {
+                encode_response(opcode, request_id, &response, out);
+                return;
+            }
+            Err(e) => failures.push(format!("node {:016x}: {e}", replica.node_id)),
+        }
+    }
+    let message = format!(
+        "no replica of the key could take the write: {}",
+        failures.join("; ")
+    );
+    encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+}

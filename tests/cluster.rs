@@ -1,0 +1,223 @@
+//! Three real nodes on loopback, N = 3: quorum writes read back through every node,
+//! QUORUM keeps working with a node killed while ALL says Unavailable, blind concurrent
+//! writes become siblings that one write with the merged context resolves, and read
+//! repair brings a stale replica up to date.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{free_ports, test_dir, Server};
+use ringkv::client::blocking::BlockingClient;
+use ringkv::client::ClientError;
+use ringkv::membership::MemberTable;
+use ringkv::protocol::{Consistency, Request, ResponseBody, Status};
+
+struct Cluster {
+    nodes: Vec<Server>,
+    dir: std::path::PathBuf,
+}
+
+/// How many members node `server` knows.
+fn members_known(server: &Server) -> usize {
+    let Ok(mut client) = BlockingClient::connect("127.0.0.1", server.port, Duration::from_secs(5))
+    else {
+        return 0;
+    };
+    match client.request(&Request::Members {
+        table: Default::default(),
+    }) {
+        Ok(response) => match response.body {
+            ResponseBody::Members { table } => MemberTable::decode(&table).map_or(0, |t| t.len()),
+            _ => 0,
+        },
+        Err(_) => 0,
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Cluster {
+    /// `count` nodes of 2 shards; the first is every other's seed. Each starts once
+    /// the ones before it know each other, so each joins the whole ring.
+    fn start(name: &str, count: usize) -> Cluster {
+        let dir = test_dir(name);
+        let mut nodes: Vec<Server> = Vec::new();
+        for i in 0..count {
+            let seeds = nodes.first().map(|n| format!("127.0.0.1:{}", n.port));
+            let mut args = vec![
+                "--sync",
+                "batch",
+                "--membership-interval-ms",
+                "100",
+                "--replica-timeout-ms",
+                "3000",
+            ];
+            if let Some(seeds) = seeds.as_deref() {
+                args.extend(["--seeds", seeds]);
+            }
+            let data = dir.join(format!("node{i}"));
+            let mut last = String::new();
+            let server = (0..5)
+                .find_map(|_| match Server::start_on(&data, free_ports(3), 2, &args) {
+                    Ok(server) => Some(server),
+                    Err(e) => {
+                        last = e;
+                        None
+                    }
+                })
+                .unwrap_or_else(|| panic!("node {i} did not start: {last}"));
+            nodes.push(server);
+            let known = nodes.len();
+            wait_until("every node knows every other", || {
+                nodes.iter().all(|n| members_known(n) == known)
+            });
+        }
+        Cluster { nodes, dir }
+    }
+
+    fn client(&self, node: usize, consistency: Consistency) -> BlockingClient {
+        let mut client = self.nodes[node].client();
+        client.set_consistency(consistency);
+        client
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill9();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn values(client: &mut BlockingClient, key: &str) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = client
+        .get(key.as_bytes())
+        .unwrap()
+        .values
+        .iter()
+        .map(|v| v.value.to_vec())
+        .collect();
+    v.sort();
+    v
+}
+
+fn unavailable(result: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match result {
+        Err(ClientError::Server {
+            status: Status::Unavailable,
+            message,
+        }) => message,
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn quorum_writes_and_reads_survive_a_killed_node_and_all_does_not() {
+    let mut cluster = Cluster::start("cluster-quorum", 3);
+    let two = Consistency::Count(2);
+    for i in 0..30 {
+        let mut writer = cluster.client(i % 3, two);
+        writer
+            .put(format!("k{i}").as_bytes(), format!("v{i}").as_bytes(), &[])
+            .unwrap();
+    }
+    for node in 0..3 {
+        let mut reader = cluster.client(node, two);
+        for i in 0..30 {
+            assert_eq!(
+                values(&mut reader, &format!("k{i}")),
+                vec![format!("v{i}").into_bytes()],
+                "node {node}"
+            );
+        }
+    }
+    cluster.nodes[2].kill9();
+    for node in 0..2 {
+        let mut client = cluster.client(node, Consistency::Quorum);
+        client
+            .put(format!("after{node}").as_bytes(), b"x", &[])
+            .unwrap();
+        for i in 0..30 {
+            assert_eq!(
+                values(&mut client, &format!("k{i}")),
+                vec![format!("v{i}").into_bytes()]
+            );
+        }
+        let mut all = cluster.client(node, Consistency::All);
+        let message = unavailable(all.get(b"k1"));
+        // It fails as soon as the dead replica does: 3 can no longer answer.
+        assert!(
+            message.contains("needed 3 of 3 replicas") && message.contains("1 failed"),
+            "{message}"
+        );
+        // A failed write may still be stored where it got to (Dynamo's contract: the
+        // client learns it did not reach W, not that it reached nobody).
+        let message = unavailable(all.put(format!("all{node}").as_bytes(), b"y", &[]));
+        assert!(message.contains("not the 3 asked for"), "{message}");
+    }
+    // More than N can never be met.
+    let mut four = cluster.client(0, Consistency::Count(4));
+    let message = unavailable(four.get(b"k1"));
+    assert!(
+        message.contains("4 replicas requested but the key has 3"),
+        "{message}"
+    );
+}
+
+#[test]
+fn blind_concurrent_writes_become_siblings_and_one_write_resolves_them() {
+    let cluster = Cluster::start("cluster-siblings", 3);
+    let mut a = cluster.client(0, Consistency::Quorum);
+    let mut b = cluster.client(1, Consistency::Quorum);
+    a.put(b"cart", b"apple", &[]).unwrap();
+    b.put(b"cart", b"pear", &[]).unwrap();
+    let mut c = cluster.client(2, Consistency::Quorum);
+    let got = c.get(b"cart").unwrap();
+    let mut siblings: Vec<&[u8]> = got.values.iter().map(|v| v.value.as_ref()).collect();
+    siblings.sort();
+    assert_eq!(siblings, vec![&b"apple"[..], &b"pear"[..]]);
+    c.put(b"cart", b"apple+pear", &got.context).unwrap();
+    for node in 0..3 {
+        let mut reader = cluster.client(node, Consistency::Quorum);
+        assert_eq!(
+            values(&mut reader, "cart"),
+            vec![b"apple+pear".to_vec()],
+            "node {node}"
+        );
+    }
+}
+
+#[test]
+fn read_repair_brings_a_stale_replica_up_to_date() {
+    let mut cluster = Cluster::start("cluster-repair", 3);
+    cluster.nodes[2].kill9();
+    let mut client = cluster.client(0, Consistency::Quorum);
+    client.put(b"missed", b"while down", &[]).unwrap();
+    cluster.nodes[2].restart();
+    wait_until("the restarted node knows the others", || {
+        members_known(&cluster.nodes[2]) == 3
+    });
+    // Node 2's own copy is empty: at ONE through it, with the others down, it would
+    // say not found. A read at ALL sees the difference and repairs it.
+    let mut all = cluster.client(0, Consistency::All);
+    assert_eq!(values(&mut all, "missed"), vec![b"while down".to_vec()]);
+    cluster.nodes[0].kill9();
+    cluster.nodes[1].kill9();
+    let mut alone = cluster.client(2, Consistency::One);
+    wait_until("read repair reached the stale replica", || {
+        alone
+            .get(b"missed")
+            .map(|r| !r.values.is_empty())
+            .unwrap_or(false)
+    });
+    assert_eq!(values(&mut alone, "missed"), vec![b"while down".to_vec()]);
+}
