@@ -25,6 +25,8 @@
 //! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms; and
 //!   `ringkv bench-engine`, one shard's engine alone, db_bench style; `ringkv
 //!   bench-disk`, glommio's O_DIRECT read against pread
+//! - [`local`]     `ringkv local --nodes 3`: a cluster of server processes on loopback
+//! - [`status`]    `ringkv status`: the cluster as one node knows it, nodetool style
 //! - [`inspect`]   `ringkv commitlog dump` / `ringkv sstable dump` for operators
 //!
 //! # A write, walked through
@@ -58,12 +60,14 @@ pub mod config;
 pub mod error;
 pub mod inspect;
 pub mod loadgen;
+pub mod local;
 pub mod membership;
 pub mod protocol;
 pub mod replication;
 pub mod ring;
 pub mod runtime;
 pub mod server;
+pub mod status;
 pub mod storage;
 pub mod version;
 

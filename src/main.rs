@@ -74,6 +74,8 @@ struct Target {
 enum Command {
     /// Run a node: one shard per core, data under --data-dir
     Server(Box<ServerArgs>),
+    /// A cluster of --nodes server processes on loopback, data under --data-dir
+    Local(LocalArgs),
     /// Write a value
     Put {
         key: String,
@@ -104,6 +106,14 @@ enum Command {
         /// W: one, quorum, all, or a count (default: the server's)
         #[arg(long, default_value = "default", value_parser = parse_consistency)]
         consistency: Consistency,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The cluster as one node knows it: nodes, state, load, tokens, ownership
+    Status {
+        /// N, for the ownership column
+        #[arg(long, default_value_t = ServerConfig::default().replication_factor)]
+        replication_factor: usize,
         #[command(flatten)]
         target: Target,
     },
@@ -238,6 +248,24 @@ impl BenchCoreArgs {
 }
 
 #[derive(clap::Args)]
+struct LocalArgs {
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Shards per node (the nodes share this machine, unpinned)
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Node 1's client port; node i listens 10 ports further per node
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Node i keeps its data in DIR/node<i> and its output in DIR/node<i>.log
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Flags for every node's `ringkv server`, after `--`
+    #[arg(last = true)]
+    server_args: Vec<String>,
+}
+
+#[derive(clap::Args)]
 struct BenchEngineArgs {
     /// Where the engine's files go (created; must be on a real disk)
     #[arg(long, default_value = "ringkv-bench-engine")]
@@ -359,6 +387,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Server(args) => serve(*args),
+        Command::Local(args) => local(args),
         Command::Put {
             key,
             value,
@@ -410,6 +439,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("context={}", hex_encode(&result.context));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            replication_factor,
+            target,
+        } => {
+            let table = ringkv::status::status(
+                &target.host,
+                target.port,
+                replication_factor,
+                Duration::from_secs(2),
+            )
+            .map_err(anyhow::Error::msg)?;
+            print!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Ping { target } => {
@@ -563,6 +606,40 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let signal = runtime::wait_for_shutdown_signal();
     eprintln!("ringkv: signal {signal}: shutting down");
     node.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
+    let options = ringkv::local::LocalOptions {
+        nodes: args.nodes,
+        shards: args.shards,
+        port: args.port,
+        data_dir: args.data_dir,
+        server_args: args.server_args,
+    };
+    runtime::block_shutdown_signals();
+    let mut cluster = ringkv::local::LocalCluster::start(&options).map_err(anyhow::Error::msg)?;
+    println!("ringkv: a {}-node cluster on loopback:", options.nodes);
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        println!(
+            "  node {}  127.0.0.1:{}  data {}  log {}",
+            i + 1,
+            node.port,
+            node.data_dir.display(),
+            node.log.display()
+        );
+    }
+    let first = cluster.nodes[0].port;
+    println!("try:  ringkv put --port {first} greeting hello");
+    println!(
+        "      ringkv get --port {} greeting",
+        cluster.nodes.last().map_or(first, |n| n.port)
+    );
+    println!("      ringkv status --port {first}");
+    println!("Ctrl-C stops every node.");
+    let signal = runtime::wait_for_shutdown_signal();
+    eprintln!("ringkv: signal {signal}: stopping the nodes");
+    cluster.stop();
     Ok(ExitCode::SUCCESS)
 }
 

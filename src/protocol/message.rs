@@ -9,6 +9,7 @@
 //! REPLICA_WRITE  key_len u16 | key | set_len u32 | version set (docs/storage.md)
 //! REPLICA_READ   key_len u16 | key
 //! MEMBERS        table_len u32 | member table (postcard; empty: the sender has none)
+//! NODE_STATUS    (empty)
 //! ```
 //!
 //! REPLICA_WRITE and REPLICA_READ are the internal protocol: nodes send them to each
@@ -122,6 +123,7 @@ pub enum Request {
     Members {
         table: Bytes,
     },
+    NodeStatus,
 }
 
 impl Request {
@@ -136,6 +138,7 @@ impl Request {
             Request::ReplicaWrite { .. } => opcode::REPLICA_WRITE,
             Request::ReplicaRead { .. } => opcode::REPLICA_READ,
             Request::Members { .. } => opcode::MEMBERS,
+            Request::NodeStatus => opcode::NODE_STATUS,
         }
     }
 
@@ -143,7 +146,7 @@ impl Request {
     /// bad input before [`encode_request`] (which panics on unencodable fields).
     pub fn validate(&self, limits: &Limits) -> Result<(), RequestError> {
         match self {
-            Request::Ping | Request::ShardMap => Ok(()),
+            Request::Ping | Request::ShardMap | Request::NodeStatus => Ok(()),
             Request::Get { consistency, key } => {
                 check_consistency(*consistency)?;
                 check_key_len(key.len(), limits)
@@ -262,6 +265,7 @@ pub fn decode_request(
             }
         }
         opcode::SHARD_MAP => Request::ShardMap,
+        opcode::NODE_STATUS => Request::NodeStatus,
         opcode::REPLICA_WRITE => {
             let key = read_key(&mut reader, limits)?;
             let len = reader.u32("set_len")? as usize;
@@ -327,7 +331,7 @@ fn read_value(reader: &mut Reader, limits: &Limits) -> Result<Bytes, RequestErro
 pub fn encode_request(request: &Request, request_id: u32, buf: &mut Vec<u8>) {
     let start = begin_frame(request.opcode(), request_id, buf);
     match request {
-        Request::Ping | Request::ShardMap => {}
+        Request::Ping | Request::ShardMap | Request::NodeStatus => {}
         Request::Get { consistency, key } => {
             buf.push(consistency.to_u8());
             put_bytes_u16(buf, key, "key");

@@ -69,6 +69,8 @@ pub mod opcode {
     pub const REPLICA_READ: u8 = 0x21;
     /// Internal: exchange member tables (push-pull); also how a client learns the ring.
     pub const MEMBERS: u8 = 0x22;
+    /// How much data the node stores (for `ringkv status`).
+    pub const NODE_STATUS: u8 = 0x23;
     /// Set in every response opcode, so a response can never be taken for a request.
     pub const RESPONSE_BIT: u8 = 0x80;
     /// Opcode of the error frame sent when a header could not be parsed at all
@@ -84,7 +86,14 @@ pub mod opcode {
     pub const fn is_known(request_opcode: u8) -> bool {
         matches!(
             request_opcode,
-            PING | GET | PUT | DELETE | SHARD_MAP | REPLICA_WRITE | REPLICA_READ | MEMBERS
+            PING | GET
+                | PUT
+                | DELETE
+                | SHARD_MAP
+                | REPLICA_WRITE
+                | REPLICA_READ
+                | MEMBERS
+                | NODE_STATUS
         )
     }
 }

@@ -11,6 +11,7 @@
 //! REPLICA_WRITE  Ok        (empty)
 //! REPLICA_READ   Ok        set_len u32 | version set (docs/storage.md)
 //! MEMBERS        Ok        table_len u32 | member table (postcard)
+//! NODE_STATUS    Ok        data_bytes u64 (every file under the data dir)
 //! any other status         (empty; REPLICA_READ NotFound: the replica has no set)
 //! ```
 //!
@@ -77,6 +78,8 @@ pub enum ResponseBody {
     Versions { versions: Bytes },
     /// MEMBERS with Ok: the answering node's member table, encoded.
     Members { table: Bytes },
+    /// NODE_STATUS with Ok.
+    NodeStatus { data_bytes: u64 },
 }
 
 /// One sibling value of a GET answer.
@@ -96,6 +99,7 @@ enum PayloadKind {
     ShardMap,
     Versions,
     Members,
+    NodeStatus,
 }
 
 /// The payload kind for an answer to `request_opcode` with `status`; `Err` when no
@@ -108,6 +112,7 @@ fn payload_kind(request_opcode: u8, status: Status) -> Result<PayloadKind, Strin
         (opcode::PING | opcode::REPLICA_WRITE, Status::Ok) => Ok(PayloadKind::Empty),
         (opcode::REPLICA_READ, Status::Ok) => Ok(PayloadKind::Versions),
         (opcode::MEMBERS, Status::Ok) => Ok(PayloadKind::Members),
+        (opcode::NODE_STATUS, Status::Ok) => Ok(PayloadKind::NodeStatus),
         (other, Status::Ok) => Err(format!("status Ok answering unknown opcode 0x{other:02x}")),
         _ => Ok(PayloadKind::Empty),
     }
@@ -122,6 +127,7 @@ impl ResponseBody {
             ResponseBody::ShardMap(_) => PayloadKind::ShardMap,
             ResponseBody::Versions { .. } => PayloadKind::Versions,
             ResponseBody::Members { .. } => PayloadKind::Members,
+            ResponseBody::NodeStatus { .. } => PayloadKind::NodeStatus,
         }
     }
 }
@@ -203,6 +209,7 @@ pub fn encode_response(
         ResponseBody::ShardMap(map) => map.encode_into(buf),
         ResponseBody::Versions { versions } => put_bytes_u32(buf, versions, "version set"),
         ResponseBody::Members { table } => put_bytes_u32(buf, table, "member table"),
+        ResponseBody::NodeStatus { data_bytes } => put_u64(buf, *data_bytes),
     }
     finish_frame(start, buf);
 }
@@ -291,6 +298,9 @@ pub fn decode_response(
                 versions: reader.bytes(len, "version set")?,
             }
         }
+        PayloadKind::NodeStatus => ResponseBody::NodeStatus {
+            data_bytes: reader.u64("data_bytes")?,
+        },
         PayloadKind::Members => {
             let len = reader.u32("table_len")? as usize;
             ResponseBody::Members {

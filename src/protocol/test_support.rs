@@ -78,6 +78,7 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
             .prop_map(|(key, versions)| Request::ReplicaWrite { key, versions }),
         arb_key().prop_map(|key| Request::ReplicaRead { key }),
         arb_value().prop_map(|table| Request::Members { table }),
+        Just(Request::NodeStatus),
     ]
 }
 
@@ -166,6 +167,12 @@ pub(crate) fn arb_response() -> impl Strategy<Value = (u8, Response)> {
             (
                 opcode::MEMBERS,
                 ok(message, ResponseBody::Members { table }),
+            )
+        }),
+        (arb_message(), any::<u64>()).prop_map(move |(message, data_bytes)| {
+            (
+                opcode::NODE_STATUS,
+                ok(message, ResponseBody::NodeStatus { data_bytes }),
             )
         }),
         (any::<u8>(), arb_error_status(), arb_message())

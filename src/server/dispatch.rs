@@ -33,7 +33,7 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
         | Request::Delete { key, .. }
         | Request::ReplicaWrite { key, .. }
         | Request::ReplicaRead { key } => key,
-        Request::Ping | Request::ShardMap => return Route::Here,
+        Request::Ping | Request::ShardMap | Request::NodeStatus => return Route::Here,
         // The member table lives on shard 0, the control plane.
         Request::Members { .. } if shard.id == 0 => return Route::Here,
         Request::Members { .. } => return Route::Shard(0),
@@ -55,7 +55,10 @@ pub fn answers_at_once(shard: &Shard, request: &Request) -> bool {
             only_replica_is_here(shard, key) && shard.engine.read_now(key, |_| ()).is_some()
         }
         Request::ReplicaRead { key } => shard.engine.read_now(key, |_| ()).is_some(),
-        Request::Put { .. } | Request::Delete { .. } | Request::ReplicaWrite { .. } => false,
+        Request::Put { .. }
+        | Request::Delete { .. }
+        | Request::ReplicaWrite { .. }
+        | Request::NodeStatus => false,
     }
 }
 
@@ -121,8 +124,11 @@ pub fn answer_at_once(
                 })
                 .expect("answers_at_once said memory answers this read");
         }
-        Request::Put { .. } | Request::Delete { .. } | Request::ReplicaWrite { .. } => {
-            unreachable!("a write is never answered at once")
+        Request::Put { .. }
+        | Request::Delete { .. }
+        | Request::ReplicaWrite { .. }
+        | Request::NodeStatus => {
+            unreachable!("a write or a disk walk is never answered at once")
         }
     }
 }
@@ -189,8 +195,32 @@ pub async fn execute_local(
         Request::ReplicaWrite { key, versions } => {
             replica_write(shard, request_id, &key, &versions, out).await
         }
+        Request::NodeStatus => {
+            // Walking the data dir blocks: off the executor thread.
+            let dir = shard.data_dir.clone();
+            let data_bytes = glommio::executor()
+                .spawn_blocking(move || dir_bytes(&dir))
+                .await;
+            let body = ResponseBody::NodeStatus { data_bytes };
+            encode_response(opcode, request_id, &Response::ok(body), out);
+        }
         other => answer_at_once(shard, request_id, opcode, &other, out),
     }
+}
+
+/// Bytes of every file under `dir` (unreadable entries count 0).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Whether the ring gives `key` one replica, this node (a cluster of one): then a GET

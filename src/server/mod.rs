@@ -56,6 +56,7 @@ pub struct Shard {
     pub control: Option<control::Control>,
     pub default_consistency: Consistency,
     pub replica_timeout: Duration,
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Shard {
@@ -114,6 +115,7 @@ pub async fn run_shard(setup: ShardSetup) {
         }),
         default_consistency: config.default_consistency,
         replica_timeout: Duration::from_millis(config.replica_timeout_ms),
+        data_dir: config.data_dir.clone(),
     });
     let mut listeners = Vec::new();
     for port in [config.port, config.shard_port(id)] {
