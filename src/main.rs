@@ -60,6 +60,8 @@ enum RoutingArg {
     Direct,
     /// Each key to a shard that does not own it (measures the cross-core hop)
     Forward,
+    /// Each key to its primary replica's owning shard, on any node of the cluster
+    Token,
 }
 
 #[derive(clap::Args)]
@@ -339,6 +341,9 @@ struct BenchArgs {
     ops: Option<u64>,
     #[arg(long, value_enum, default_value = "aware")]
     routing: RoutingArg,
+    /// R and W of every request: one, quorum, all, a count, or default (the server's)
+    #[arg(long, default_value = "default", value_parser = parse_consistency)]
+    consistency: Consistency,
     /// Client threads (executors)
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -667,7 +672,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             RoutingArg::Aware => Routing::ShardAware,
             RoutingArg::Direct => Routing::Direct,
             RoutingArg::Forward => Routing::ForceForward,
+            RoutingArg::Token => Routing::TokenAware,
         },
+        consistency: args.consistency,
         threads: args.threads,
         prefill: args.prefill,
     };

@@ -29,6 +29,10 @@ pub enum Routing {
     Direct,
     /// Each key deliberately to a shard that does NOT own it (benchmarks the hop).
     ForceForward,
+    /// Each key to the owning shard of its primary replica, on whichever node that is:
+    /// the client fetches the member table (MEMBERS) and connects to every shard of
+    /// every node, so no node forwards and coordinators spread over the cluster.
+    TokenAware,
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +40,8 @@ pub struct ClientOptions {
     pub routing: Routing,
     /// How long one request may take before it fails with a timeout.
     pub timeout: Duration,
+    /// R and W of every GET, PUT and DELETE (default: the server's).
+    pub consistency: Consistency,
 }
 
 impl Default for ClientOptions {
@@ -43,6 +49,7 @@ impl Default for ClientOptions {
         Self {
             routing: Routing::ShardAware,
             timeout: Duration::from_secs(10),
+            consistency: Consistency::Default,
         }
     }
 }
@@ -77,6 +84,11 @@ pub struct Client {
     map: Option<ShardMap>,
     /// One connection per shard (shard-aware), or one to the given port (direct).
     connections: Vec<Rc<Connection>>,
+    /// Token-aware: the ring, and the connection index of each (node, shard).
+    cluster: Option<(
+        crate::ring::cluster::Ring,
+        ahash::AHashMap<(u64, u16), usize>,
+    )>,
     options: ClientOptions,
 }
 
@@ -91,8 +103,12 @@ impl Client {
             return Ok(Client {
                 map: None,
                 connections: vec![first],
+                cluster: None,
                 options,
             });
+        }
+        if options.routing == Routing::TokenAware {
+            return Client::connect_token_aware(&first, options).await;
         }
         let response = first.request(&Request::ShardMap, options.timeout).await?;
         let ResponseBody::ShardMap(wire) = ok_body(response)? else {
@@ -117,12 +133,52 @@ impl Client {
         Ok(Client {
             map: Some(ShardMap::new(wire.vnodes)),
             connections,
+            cluster: None,
+            options,
+        })
+    }
+
+    async fn connect_token_aware(
+        first: &Connection,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let request = Request::Members {
+            table: Bytes::new(),
+        };
+        let ResponseBody::Members { table } =
+            ok_body(first.request(&request, options.timeout).await?)?
+        else {
+            return Err(ClientError::Protocol(
+                "MEMBERS answered without a table".into(),
+            ));
+        };
+        let table =
+            crate::membership::MemberTable::decode(&table).map_err(ClientError::Protocol)?;
+        // The primary does not depend on N: a ring of N = 1 gives it.
+        let ring = table.ring(1).map_err(ClientError::Protocol)?;
+        let mut connections = Vec::new();
+        let mut index = ahash::AHashMap::new();
+        for member in table.members() {
+            for shard in 0..member.shards {
+                let port = member.shard_port(shard);
+                connections.push(Rc::new(Connection::connect(&member.host, port).await?));
+                index.insert((member.node_id, shard), connections.len() - 1);
+            }
+        }
+        Ok(Client {
+            map: None,
+            connections,
+            cluster: Some((ring, index)),
             options,
         })
     }
 
     /// The connection a request for `key` goes to.
     fn connection_for(&self, key: &[u8]) -> &Rc<Connection> {
+        if let Some((ring, index)) = &self.cluster {
+            let primary = ring.replicas_of_key(key)[0];
+            return &self.connections[index[&(primary.node_id, primary.shard)]];
+        }
         let Some(map) = &self.map else {
             return &self.connections[0];
         };
@@ -144,7 +200,7 @@ impl Client {
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<GetResult, ClientError> {
-        self.get_with(key, Consistency::Default).await
+        self.get_with(key, self.options.consistency).await
     }
 
     pub async fn get_with(
@@ -187,7 +243,7 @@ impl Client {
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
             context: Bytes::copy_from_slice(context),
-            consistency: Consistency::Default,
+            consistency: self.options.consistency,
         };
         self.write(key, &request).await
     }
@@ -196,7 +252,7 @@ impl Client {
         let request = Request::Delete {
             key: Bytes::copy_from_slice(key),
             context: Bytes::copy_from_slice(context),
-            consistency: Consistency::Default,
+            consistency: self.options.consistency,
         };
         self.write(key, &request).await
     }

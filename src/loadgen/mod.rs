@@ -42,6 +42,8 @@ pub struct BenchOptions {
     /// ...or after this many operations (whichever is given; duration wins if both).
     pub ops: Option<u64>,
     pub routing: Routing,
+    /// R and W of every request.
+    pub consistency: crate::protocol::Consistency,
     pub threads: usize,
     /// Write every key once before measuring, so reads find values.
     pub prefill: bool,
@@ -201,6 +203,7 @@ fn prefill(options: &BenchOptions) -> Result<(), String> {
 async fn run_thread(options: BenchOptions, thread: u64) -> Result<ThreadResult, String> {
     let client_options = ClientOptions {
         routing: options.routing,
+        consistency: options.consistency,
         ..ClientOptions::default()
     };
     let mut clients = Vec::new();
