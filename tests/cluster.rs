@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use common::{free_ports, test_dir, Server};
 use ringkv::client::blocking::BlockingClient;
 use ringkv::client::ClientError;
-use ringkv::membership::MemberTable;
-use ringkv::protocol::{Consistency, Request, ResponseBody, Status};
+use ringkv::protocol::{Consistency, Request, Status};
 
 struct Cluster {
     nodes: Vec<Server>,
@@ -20,19 +19,7 @@ struct Cluster {
 
 /// How many members node `server` knows.
 fn members_known(server: &Server) -> usize {
-    let Ok(mut client) = BlockingClient::connect("127.0.0.1", server.port, Duration::from_secs(5))
-    else {
-        return 0;
-    };
-    match client.request(&Request::Members {
-        table: Default::default(),
-    }) {
-        Ok(response) => match response.body {
-            ResponseBody::Members { table } => MemberTable::decode(&table).map_or(0, |t| t.len()),
-            _ => 0,
-        },
-        Err(_) => 0,
-    }
+    ringkv::local::members_known(server.port)
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -206,18 +193,54 @@ fn read_repair_brings_a_stale_replica_up_to_date() {
     wait_until("the restarted node knows the others", || {
         members_known(&cluster.nodes[2]) == 3
     });
-    // Node 2's own copy is empty: at ONE through it, with the others down, it would
-    // say not found. A read at ALL sees the difference and repairs it.
+    // Node 2's own copy is empty. A read at ALL sees the difference and repairs it,
+    // after answering: wait until node 2's replica (REPLICA_READ on its own shards)
+    // holds the write.
     let mut all = cluster.client(0, Consistency::All);
     assert_eq!(values(&mut all, "missed"), vec![b"while down".to_vec()]);
+    let stale = &cluster.nodes[2];
+    wait_until("read repair reached the stale replica", || {
+        // Sent to the node's client port, the request goes to the key's owning shard.
+        let request = Request::ReplicaRead {
+            key: "missed".into(),
+        };
+        matches!(
+            stale.client().request(&request).map(|r| r.status),
+            Ok(Status::Ok)
+        )
+    });
+    // With the other two down, node 2 answers at ONE from its own, repaired, copy.
     cluster.nodes[0].kill9();
     cluster.nodes[1].kill9();
     let mut alone = cluster.client(2, Consistency::One);
-    wait_until("read repair reached the stale replica", || {
-        alone
-            .get(b"missed")
-            .map(|r| !r.values.is_empty())
-            .unwrap_or(false)
-    });
     assert_eq!(values(&mut alone, "missed"), vec![b"while down".to_vec()]);
+}
+
+#[test]
+fn a_token_aware_bench_runs_against_the_cluster_without_errors() {
+    let cluster = Cluster::start("cluster-bench", 3);
+    let port = cluster.nodes[1].port.to_string();
+    for (routing, consistency) in [("token", "quorum"), ("direct", "all"), ("aware", "one")] {
+        let out = std::process::Command::new(common::BIN)
+            .args([
+                "bench",
+                "--port",
+                &port,
+                "--keys",
+                "200",
+                "--value-size",
+                "100",
+            ])
+            .args(["--connections", "4", "--ops", "400", "--prefill"])
+            .args(["--routing", routing, "--consistency", consistency])
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{routing} {consistency}: {printed}");
+        assert!(
+            printed.contains("(0 errors, 0 not found)"),
+            "{routing} {consistency}: {printed}"
+        );
+    }
 }

@@ -79,16 +79,19 @@ pub struct GetResult {
     pub context: Bytes,
 }
 
+/// Token-aware routing: the ring, and the connection index of each (node, shard).
+type TokenRoutes = (
+    crate::ring::cluster::Ring,
+    ahash::AHashMap<(u64, u16), usize>,
+);
+
 pub struct Client {
     /// Which shard owns which token; `None` in direct routing.
     map: Option<ShardMap>,
     /// One connection per shard (shard-aware), or one to the given port (direct).
     connections: Vec<Rc<Connection>>,
     /// Token-aware: the ring, and the connection index of each (node, shard).
-    cluster: Option<(
-        crate::ring::cluster::Ring,
-        ahash::AHashMap<(u64, u16), usize>,
-    )>,
+    cluster: Option<TokenRoutes>,
     options: ClientOptions,
 }
 

@@ -6,7 +6,8 @@
 //! twice, or a node that is not a replica, changes nothing: a late duplicate from a
 //! retried connection must not count twice toward W.
 //!
-//! A read tracker also keeps every version set it received. Their merge (DVVSet sync:
+//! A read tracker also keeps every version set it received (a replica without the key
+//! counts as the empty set). Their merge (DVVSet sync:
 //! dominated versions dropped, concurrent ones kept as siblings) is the answer, and any
 //! replica whose set does not hold the same knowledge as the merge is stale: read
 //! repair sends it the merge.
@@ -65,25 +66,35 @@ enum Slot<T> {
     Failed(String),
 }
 
-/// Counting shared by writes and reads.
+/// One request's count: `needed` of `replicas` must succeed. A write's answers carry
+/// nothing ([`WriteQuorum`]); a read's carry the replica's version set ([`ReadQuorum`]).
 #[derive(Clone, Debug)]
-struct Tally<T> {
+pub struct Quorum<T> {
     replicas: Vec<NodeId>,
     slots: Vec<Slot<T>>,
     needed: usize,
 }
 
-impl<T> Tally<T> {
-    fn new(replicas: &[NodeId], needed: usize) -> Self {
-        Tally {
+/// A write waiting for W acknowledgements.
+pub type WriteQuorum = Quorum<()>;
+
+/// A read waiting for R answers; a replica without the key answers the empty set.
+pub type ReadQuorum = Quorum<VersionSet>;
+
+impl<T> Quorum<T> {
+    /// `needed` of `replicas` must succeed (at least 1; more than the replicas is
+    /// [`Progress::Failed`] from the start).
+    pub fn new(replicas: &[NodeId], needed: usize) -> Self {
+        Quorum {
             replicas: replicas.to_vec(),
             slots: replicas.iter().map(|_| Slot::Pending).collect(),
             needed: needed.max(1),
         }
     }
 
-    /// Records `node`'s answer unless it already answered or is not a replica.
-    fn record(&mut self, node: NodeId, answer: Result<T, String>) -> Progress {
+    /// Records `node`'s answer (or why it failed) unless it already answered or is not
+    /// a replica.
+    pub fn record(&mut self, node: NodeId, answer: Result<T, String>) -> Progress {
         if let Some(i) = self.replicas.iter().position(|&r| r == node) {
             if matches!(self.slots[i], Slot::Pending) {
                 self.slots[i] = match answer {
@@ -99,7 +110,7 @@ impl<T> Tally<T> {
         self.slots.iter().filter(|s| f(s)).count()
     }
 
-    fn progress(&self) -> Progress {
+    pub fn progress(&self) -> Progress {
         let succeeded = self.count(|s| matches!(s, Slot::Ok(_)));
         let pending = self.count(|s| matches!(s, Slot::Pending));
         if succeeded >= self.needed {
@@ -111,11 +122,13 @@ impl<T> Tally<T> {
         }
     }
 
-    fn all_answered(&self) -> bool {
+    /// Whether every replica answered or failed.
+    pub fn all_answered(&self) -> bool {
         self.count(|s| matches!(s, Slot::Pending)) == 0
     }
 
-    fn unavailable(&self) -> Unavailable {
+    /// What the client is told when the request fails or times out.
+    pub fn unavailable(&self) -> Unavailable {
         Unavailable {
             needed: self.needed,
             replicas: self.replicas.len(),
@@ -134,62 +147,7 @@ impl<T> Tally<T> {
     }
 }
 
-/// A write waiting for W acknowledgements.
-#[derive(Clone, Debug)]
-pub struct WriteQuorum(Tally<()>);
-
-impl WriteQuorum {
-    /// `needed` of `replicas` must acknowledge (at least 1; more than the replicas is
-    /// [`Progress::Failed`] from the start).
-    pub fn new(replicas: &[NodeId], needed: usize) -> Self {
-        WriteQuorum(Tally::new(replicas, needed))
-    }
-
-    pub fn record(&mut self, node: NodeId, result: Result<(), String>) -> Progress {
-        self.0.record(node, result)
-    }
-
-    pub fn progress(&self) -> Progress {
-        self.0.progress()
-    }
-
-    pub fn all_answered(&self) -> bool {
-        self.0.all_answered()
-    }
-
-    /// What the client is told when the write fails or times out.
-    pub fn unavailable(&self) -> Unavailable {
-        self.0.unavailable()
-    }
-}
-
-/// A read waiting for R answers, keeping each replica's version set.
-#[derive(Clone, Debug)]
-pub struct ReadQuorum(Tally<VersionSet>);
-
-impl ReadQuorum {
-    pub fn new(replicas: &[NodeId], needed: usize) -> Self {
-        ReadQuorum(Tally::new(replicas, needed))
-    }
-
-    /// Records a replica's answer: its set for the key (`None`: it has none), or why
-    /// it failed.
-    pub fn record(&mut self, node: NodeId, result: Result<Option<VersionSet>, String>) -> Progress {
-        self.0.record(node, result.map(Option::unwrap_or_default))
-    }
-
-    pub fn progress(&self) -> Progress {
-        self.0.progress()
-    }
-
-    pub fn all_answered(&self) -> bool {
-        self.0.all_answered()
-    }
-
-    pub fn unavailable(&self) -> Unavailable {
-        self.0.unavailable()
-    }
-
+impl Quorum<VersionSet> {
     /// The merge of every set received so far (empty if none held the key).
     pub fn merged(&self) -> VersionSet {
         self.received()
@@ -207,10 +165,9 @@ impl ReadQuorum {
     }
 
     fn received(&self) -> impl Iterator<Item = (NodeId, &VersionSet)> + '_ {
-        self.0
-            .replicas
+        self.replicas
             .iter()
-            .zip(&self.0.slots)
+            .zip(&self.slots)
             .filter_map(|(&node, s)| match s {
                 Slot::Ok(set) => Some((node, set)),
                 _ => None,

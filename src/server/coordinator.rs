@@ -106,7 +106,7 @@ pub async fn get(
         let Ok((node, answer)) = rx.recv_async().await else {
             break;
         };
-        quorum.record(node, answer);
+        quorum.record(node, answer.map(Option::unwrap_or_default));
     }
     if quorum.progress() != Progress::Succeeded {
         let message = quorum.unavailable().to_string();
@@ -122,7 +122,7 @@ pub async fn get(
             let Ok((node, answer)) = rx.recv_async().await else {
                 break;
             };
-            quorum.record(node, answer);
+            quorum.record(node, answer.map(Option::unwrap_or_default));
         }
         let merged = quorum.merged();
         if merged.is_empty() {
@@ -165,19 +165,33 @@ async fn read_remote(
     }
 }
 
-/// PUT or DELETE (`value` `None`): coordinated by a replica, answered after W.
-#[allow(clippy::too_many_arguments)]
+/// PUT or DELETE: coordinated by a replica, answered after W.
 pub async fn write(
     shard: &Rc<Shard>,
     request_id: u32,
     opcode: u8,
     request: Request,
-    key: Bytes,
-    context: Bytes,
-    value: Option<Bytes>,
-    consistency: Consistency,
     out: &mut Vec<u8>,
 ) {
+    let (key, context, value, consistency) = match &request {
+        Request::Put {
+            key,
+            context,
+            value,
+            consistency,
+        } => (
+            key.clone(),
+            context.clone(),
+            Some(value.clone()),
+            *consistency,
+        ),
+        Request::Delete {
+            key,
+            context,
+            consistency,
+        } => (key.clone(), context.clone(), None, *consistency),
+        _ => unreachable!("only PUT and DELETE are writes"),
+    };
     let (replicas, w) = match plan(shard, &key, consistency) {
         Ok(plan) => plan,
         Err(message) => {

@@ -146,44 +146,8 @@ pub async fn execute_local(
         Request::Get { key, consistency } => {
             coordinator::get(shard, request_id, opcode, key, consistency, out).await
         }
-        Request::Put {
-            ref key,
-            ref value,
-            ref context,
-            consistency,
-        } => {
-            let (key, value, context) = (key.clone(), Some(value.clone()), context.clone());
-            coordinator::write(
-                shard,
-                request_id,
-                opcode,
-                request,
-                key,
-                context,
-                value,
-                consistency,
-                out,
-            )
-            .await
-        }
-        Request::Delete {
-            ref key,
-            ref context,
-            consistency,
-        } => {
-            let (key, context) = (key.clone(), context.clone());
-            coordinator::write(
-                shard,
-                request_id,
-                opcode,
-                request,
-                key,
-                context,
-                None,
-                consistency,
-                out,
-            )
-            .await
+        Request::Put { .. } | Request::Delete { .. } => {
+            coordinator::write(shard, request_id, opcode, request, out).await
         }
         Request::ReplicaRead { key } => match shard.engine.get(&key).await {
             Ok(versions) => encode_replica_set(request_id, versions.as_ref(), out),

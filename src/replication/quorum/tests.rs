@@ -84,11 +84,11 @@ fn a_read_merges_siblings_and_drops_dominated_versions() {
     let newer = put(&old, &old.context(), "new", A);
     let blind = put(&VersionSet::empty(), &Context::empty(), "blind", C);
     let mut q = ReadQuorum::new(&[A, B, C], 2);
-    assert_eq!(q.record(A, Ok(Some(old.clone()))), Progress::Waiting);
-    assert_eq!(q.record(B, Ok(Some(newer.clone()))), Progress::Succeeded);
+    assert_eq!(q.record(A, Ok(old.clone())), Progress::Waiting);
+    assert_eq!(q.record(B, Ok(newer.clone())), Progress::Succeeded);
     assert_eq!(values(&q.merged()), vec![&b"new"[..]], "old is dominated");
     assert_eq!(q.stale(&q.merged()), vec![A]);
-    q.record(C, Ok(Some(blind)));
+    q.record(C, Ok(blind));
     let merged = q.merged();
     assert_eq!(
         values(&merged),
@@ -101,13 +101,13 @@ fn a_read_merges_siblings_and_drops_dominated_versions() {
 #[test]
 fn a_replica_without_the_key_is_stale_and_none_means_not_found() {
     let mut q = ReadQuorum::new(&[A, B, C], 2);
-    q.record(A, Ok(None));
-    q.record(B, Ok(None));
+    q.record(A, Ok(VersionSet::empty()));
+    q.record(B, Ok(VersionSet::empty()));
     assert_eq!(q.progress(), Progress::Succeeded);
     assert!(q.merged().is_empty());
     assert!(q.stale(&q.merged()).is_empty());
     let set = put(&VersionSet::empty(), &Context::empty(), "v", C);
-    q.record(C, Ok(Some(set)));
+    q.record(C, Ok(set));
     assert_eq!(q.stale(&q.merged()), vec![A, B]);
 }
 
@@ -115,7 +115,7 @@ fn a_replica_without_the_key_is_stale_and_none_means_not_found() {
 fn failed_reads_are_not_repaired() {
     let mut q = ReadQuorum::new(&[A, B, C], 2);
     let set = put(&VersionSet::empty(), &Context::empty(), "v", A);
-    q.record(A, Ok(Some(set)));
+    q.record(A, Ok(set));
     q.record(B, Err("timed out".into()));
     assert_eq!(q.progress(), Progress::Waiting);
     assert!(q.stale(&q.merged()).is_empty());
