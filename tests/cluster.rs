@@ -34,39 +34,49 @@ impl Cluster {
     /// `count` nodes of 2 shards; the first is every other's seed. Each starts once
     /// the ones before it know each other, so each joins the whole ring.
     fn start(name: &str, count: usize) -> Cluster {
-        let dir = test_dir(name);
-        let mut nodes: Vec<Server> = Vec::new();
-        for i in 0..count {
-            let seeds = nodes.first().map(|n| format!("127.0.0.1:{}", n.port));
-            let mut args = vec![
-                "--sync",
-                "batch",
-                "--membership-interval-ms",
-                "100",
-                "--replica-timeout-ms",
-                "3000",
-            ];
-            if let Some(seeds) = seeds.as_deref() {
-                args.extend(["--seeds", seeds]);
-            }
-            let data = dir.join(format!("node{i}"));
-            let mut last = String::new();
-            let server = (0..5)
-                .find_map(|_| match Server::start_on(&data, free_ports(3), 2, &args) {
-                    Ok(server) => Some(server),
-                    Err(e) => {
-                        last = e;
-                        None
-                    }
-                })
-                .unwrap_or_else(|| panic!("node {i} did not start: {last}"));
-            nodes.push(server);
-            let known = nodes.len();
-            wait_until("every node knows every other", || {
-                nodes.iter().all(|n| members_known(n) == known)
-            });
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            dir: test_dir(name),
+        };
+        for _ in 0..count {
+            cluster.add_node();
         }
-        Cluster { nodes, dir }
+        cluster
+    }
+
+    /// Starts one more node (the first node is its seed) and waits until every node
+    /// knows every other.
+    fn add_node(&mut self) {
+        let i = self.nodes.len();
+        let seeds = self.nodes.first().map(|n| format!("127.0.0.1:{}", n.port));
+        let mut args = vec![
+            "--sync",
+            "batch",
+            "--membership-interval-ms",
+            "100",
+            "--replica-timeout-ms",
+            "3000",
+        ];
+        if let Some(seeds) = seeds.as_deref() {
+            args.extend(["--seeds", seeds]);
+        }
+        let data = self.dir.join(format!("node{i}"));
+        let mut last = String::new();
+        let server = (0..5)
+            .find_map(|_| match Server::start_on(&data, free_ports(3), 2, &args) {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    last = e;
+                    None
+                }
+            })
+            .unwrap_or_else(|| panic!("node {i} did not start: {last}"));
+        self.nodes.push(server);
+        let known = self.nodes.len();
+        let nodes = &self.nodes;
+        wait_until("every node knows every other", || {
+            nodes.iter().all(|n| members_known(n) == known)
+        });
     }
 
     fn client(&self, node: usize, consistency: Consistency) -> BlockingClient {
@@ -243,4 +253,73 @@ fn a_token_aware_bench_runs_against_the_cluster_without_errors() {
             "{routing} {consistency}: {printed}"
         );
     }
+}
+
+#[test]
+fn a_node_with_another_replication_factor_is_refused() {
+    let cluster = Cluster::start("cluster-rf", 1);
+    let seed = format!("127.0.0.1:{}", cluster.nodes[0].port);
+    let port = free_ports(3).to_string();
+    let data = cluster.dir.join("odd");
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "server",
+            "--port",
+            &port,
+            "--shards",
+            "2",
+            "--no-pin",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--seeds", &seed, "--replication-factor", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("--replication-factor 3, this node with 2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_token_aware_client_routes_to_a_node_that_joined_after_it_connected() {
+    let mut cluster = Cluster::start("cluster-refresh", 2);
+    let port = cluster.nodes[0].port;
+    let (connected, joined) = (flume::bounded(1), flume::bounded::<()>(1));
+    let (connected_tx, connected_rx) = connected;
+    let (joined_tx, joined_rx) = joined;
+    let client_thread = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let options = ringkv::client::ClientOptions {
+                routing: ringkv::client::Routing::TokenAware,
+                consistency: Consistency::Quorum,
+                ..Default::default()
+            };
+            let client = ringkv::client::Client::connect("127.0.0.1", port, options)
+                .await
+                .unwrap();
+            let before = client.shard_count();
+            connected_tx.send(before).unwrap();
+            joined_rx.recv_async().await.unwrap();
+            // Past the refresh interval, a request re-reads the member table first.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while client.shard_count() == before && Instant::now() < deadline {
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+                client.put(b"k", b"v", &[]).await.unwrap();
+            }
+            (before, client.shard_count())
+        })
+        .unwrap();
+    assert_eq!(connected_rx.recv().unwrap(), 4, "2 nodes x 2 shards");
+    cluster.add_node();
+    joined_tx.send(()).unwrap();
+    let (before, after) = client_thread.join().unwrap();
+    assert_eq!(
+        (before, after),
+        (4, 6),
+        "the client connected to the new node's 2 shards"
+    );
 }

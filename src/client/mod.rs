@@ -79,19 +79,26 @@ pub struct GetResult {
     pub context: Bytes,
 }
 
-/// Token-aware routing: the ring, and the connection index of each (node, shard).
-type TokenRoutes = (
-    crate::ring::cluster::Ring,
-    ahash::AHashMap<(u64, u16), usize>,
-);
+/// How often a token-aware client re-reads the member table (MEMBERS), so that it
+/// routes to nodes that joined since it connected.
+const RING_REFRESH: Duration = Duration::from_secs(1);
+
+/// Token-aware routing: the member table it was built from, the ring, and the
+/// connection of each (node, shard).
+struct TokenRoutes {
+    table: crate::membership::MemberTable,
+    ring: crate::ring::cluster::Ring,
+    connections: ahash::AHashMap<(u64, u16), Rc<Connection>>,
+    refreshed: std::time::Instant,
+}
 
 pub struct Client {
     /// Which shard owns which token; `None` in direct routing.
     map: Option<ShardMap>,
     /// One connection per shard (shard-aware), or one to the given port (direct).
     connections: Vec<Rc<Connection>>,
-    /// Token-aware: the ring, and the connection index of each (node, shard).
-    cluster: Option<TokenRoutes>,
+    /// Token-aware: the ring and a connection to every shard of every node.
+    cluster: std::cell::RefCell<Option<TokenRoutes>>,
     options: ClientOptions,
 }
 
@@ -106,7 +113,7 @@ impl Client {
             return Ok(Client {
                 map: None,
                 connections: vec![first],
-                cluster: None,
+                cluster: Default::default(),
                 options,
             });
         }
@@ -136,61 +143,69 @@ impl Client {
         Ok(Client {
             map: Some(ShardMap::new(wire.vnodes)),
             connections,
-            cluster: None,
+            cluster: Default::default(),
             options,
         })
     }
 
     async fn connect_token_aware(
-        first: &Connection,
+        first: &Rc<Connection>,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let request = Request::Members {
-            table: Bytes::new(),
-        };
-        let ResponseBody::Members { table } =
-            ok_body(first.request(&request, options.timeout).await?)?
-        else {
-            return Err(ClientError::Protocol(
-                "MEMBERS answered without a table".into(),
-            ));
-        };
-        let table =
-            crate::membership::MemberTable::decode(&table).map_err(ClientError::Protocol)?;
-        // The primary does not depend on N: a ring of N = 1 gives it.
-        let ring = table.ring(1).map_err(ClientError::Protocol)?;
-        let mut connections = Vec::new();
-        let mut index = ahash::AHashMap::new();
-        for member in table.members() {
-            for shard in 0..member.shards {
-                let port = member.shard_port(shard);
-                connections.push(Rc::new(Connection::connect(&member.host, port).await?));
-                index.insert((member.node_id, shard), connections.len() - 1);
-            }
-        }
+        let routes = token_routes(first, None, options.timeout).await?;
         Ok(Client {
             map: None,
-            connections,
-            cluster: Some((ring, index)),
+            connections: vec![first.clone()],
+            cluster: std::cell::RefCell::new(Some(routes)),
             options,
         })
     }
 
+    /// Token-aware: re-reads the member table once per [`RING_REFRESH`] and, if it
+    /// changed, routes with the new ring (connecting to the new nodes' shards).
+    async fn refresh_routes(&self) -> Result<(), ClientError> {
+        let due = match &*self.cluster.borrow() {
+            Some(routes) => routes.refreshed.elapsed() >= RING_REFRESH,
+            None => false,
+        };
+        if !due {
+            return Ok(());
+        }
+        let Some(mut old) = self.cluster.borrow_mut().take() else {
+            return Ok(()); // another request is refreshing
+        };
+        // Not again until the interval has passed, whatever the outcome.
+        old.refreshed = std::time::Instant::now();
+        let fresh = token_routes(&self.connections[0], Some(&old), self.options.timeout).await;
+        let result = match fresh {
+            Ok(routes) => {
+                *self.cluster.borrow_mut() = Some(routes);
+                Ok(())
+            }
+            Err(e) => {
+                // Keep routing with what is known; try again at the next refresh.
+                *self.cluster.borrow_mut() = Some(old);
+                Err(e)
+            }
+        };
+        result
+    }
+
     /// The connection a request for `key` goes to.
-    fn connection_for(&self, key: &[u8]) -> &Rc<Connection> {
-        if let Some((ring, index)) = &self.cluster {
-            let primary = ring.replicas_of_key(key)[0];
-            return &self.connections[index[&(primary.node_id, primary.shard)]];
+    fn connection_for(&self, key: &[u8]) -> Rc<Connection> {
+        if let Some(routes) = &*self.cluster.borrow() {
+            let primary = routes.ring.replicas_of_key(key)[0];
+            return routes.connections[&(primary.node_id, primary.shard)].clone();
         }
         let Some(map) = &self.map else {
-            return &self.connections[0];
+            return self.connections[0].clone();
         };
         let owner = *map.owner_of_key(key) as usize;
         let index = match self.options.routing {
             Routing::ForceForward => (owner + 1) % self.connections.len(),
             _ => owner,
         };
-        &self.connections[index]
+        self.connections[index].clone()
     }
 
     pub async fn ping(&self) -> Result<(), ClientError> {
@@ -215,6 +230,7 @@ impl Client {
             key: Bytes::copy_from_slice(key),
             consistency,
         };
+        let _ = self.refresh_routes().await;
         let response = self
             .connection_for(key)
             .request(&request, self.options.timeout)
@@ -261,6 +277,7 @@ impl Client {
     }
 
     async fn write(&self, key: &[u8], request: &Request) -> Result<Bytes, ClientError> {
+        let _ = self.refresh_routes().await;
         let response = self
             .connection_for(key)
             .request(request, self.options.timeout)
@@ -275,6 +292,7 @@ impl Client {
 
     /// Sends any request to the connection `key` routes to (benchmarks, tests).
     pub async fn request(&self, key: &[u8], request: &Request) -> Result<Response, ClientError> {
+        let _ = self.refresh_routes().await;
         self.connection_for(key)
             .request(request, self.options.timeout)
             .await
@@ -282,8 +300,53 @@ impl Client {
 
     /// Number of shards (connections) this client routes over.
     pub fn shard_count(&self) -> usize {
-        self.connections.len()
+        match &*self.cluster.borrow() {
+            Some(routes) => routes.connections.len(),
+            None => self.connections.len(),
+        }
     }
+}
+
+/// Reads the member table through `through` and builds the routes, reusing `old`'s
+/// connections to shards that are still there.
+async fn token_routes(
+    through: &Connection,
+    old: Option<&TokenRoutes>,
+    timeout: Duration,
+) -> Result<TokenRoutes, ClientError> {
+    let request = Request::Members {
+        table: Bytes::new(),
+    };
+    let ResponseBody::Members { table } = ok_body(through.request(&request, timeout).await?)?
+    else {
+        return Err(ClientError::Protocol(
+            "MEMBERS answered without a table".into(),
+        ));
+    };
+    let table = crate::membership::MemberTable::decode(&table).map_err(ClientError::Protocol)?;
+    // The primary does not depend on N: a ring of N = 1 gives it.
+    let ring = match old {
+        Some(old) if old.table == table => old.ring.clone(),
+        _ => table.ring(1).map_err(ClientError::Protocol)?,
+    };
+    let mut connections = ahash::AHashMap::new();
+    for member in table.members() {
+        for shard in 0..member.shards {
+            let key = (member.node_id, shard);
+            let reused = old.and_then(|o| o.connections.get(&key).cloned());
+            let connection = match reused {
+                Some(connection) => connection,
+                None => Rc::new(Connection::connect(&member.host, member.shard_port(shard)).await?),
+            };
+            connections.insert(key, connection);
+        }
+    }
+    Ok(TokenRoutes {
+        table,
+        ring,
+        connections,
+        refreshed: std::time::Instant::now(),
+    })
 }
 
 /// The body of an Ok response, or the server's error.

@@ -36,6 +36,9 @@ pub struct MemberInfo {
     pub shards: u16,
     pub dc: String,
     pub rack: String,
+    /// The `--replication-factor` the node runs with: every node of a cluster must
+    /// place keys the same way, so a node started with another is refused.
+    pub replication_factor: u8,
     /// `(token, shard)`, ascending by token.
     pub tokens: Vec<(Token, u16)>,
 }
@@ -208,6 +211,7 @@ mod tests {
             shards: 2,
             dc: "dc1".into(),
             rack: "rack1".into(),
+            replication_factor: 3,
             tokens: tokens.to_vec(),
         }
     }

@@ -142,6 +142,15 @@ fn golden_members() {
 }
 
 #[test]
+fn golden_node_status() {
+    #[rustfmt::skip]
+    let golden = [
+        0xA7, 0x01, 0x23, 0x00,  0x0F, 0x00, 0x00, 0x00,  0x00, 0x00, 0x00, 0x00,
+    ];
+    assert_golden(Request::NodeStatus, 15, &golden);
+}
+
+#[test]
 fn replica_write_set_len_past_the_body_is_refused() {
     // set_len says 9 bytes, 3 follow.
     let body = [0x02, 0x00, b'k', b'1', 0x09, 0x00, 0x00, 0x00, 1, 2, 3];

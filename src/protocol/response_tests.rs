@@ -55,6 +55,19 @@ fn golden_replica_read_ok() {
 }
 
 #[test]
+fn golden_node_status_ok() {
+    #[rustfmt::skip]
+    let golden = [
+        0xA7, 0x01, 0xA3, 0x00,  0x0F, 0x00, 0x00, 0x00,  0x0B, 0x00, 0x00, 0x00,
+        0x00,                                            // status Ok
+        0x00, 0x00,                                      // message ""
+        0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // data_bytes 4096
+    ];
+    let body = ResponseBody::NodeStatus { data_bytes: 4096 };
+    assert_golden(opcode::NODE_STATUS, 15, &Response::ok(body), &golden);
+}
+
+#[test]
 fn golden_replica_write_ok() {
     #[rustfmt::skip]
     let golden = [

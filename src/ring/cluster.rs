@@ -51,7 +51,7 @@ pub struct Replica {
 }
 
 /// An immutable ring snapshot.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Ring {
     /// Sorted by node id.
     members: Vec<Member>,

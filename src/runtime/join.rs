@@ -70,6 +70,19 @@ pub fn join(config: &ServerConfig, meta: &NodeMeta) -> Result<Joined, StartupErr
             Err(e) => failures.push(format!("{seed}: {e}")),
         }
     }
+    if let Some(other) = seen.members().find(|m| {
+        m.node_id != meta.node_id && usize::from(m.replication_factor) != config.replication_factor
+    }) {
+        return Err(StartupError::Environment(format!(
+            "node {:016x} at {}:{} runs with --replication-factor {}, this node with {}: every \
+             node of a cluster must use the same, or they disagree on where keys live",
+            other.node_id,
+            other.host,
+            other.port,
+            other.replication_factor,
+            config.replication_factor
+        )));
+    }
     let tokens = match node_tokens::load(&config.data_dir, meta.shards)? {
         Some(tokens) => tokens,
         None if config.seeds.is_empty() => {
@@ -110,6 +123,7 @@ pub fn join(config: &ServerConfig, meta: &NodeMeta) -> Result<Joined, StartupErr
         shards: meta.shards,
         dc: config.dc.clone(),
         rack: config.rack.clone(),
+        replication_factor: config.replication_factor as u8,
         tokens,
     };
     let mut table = seen;
