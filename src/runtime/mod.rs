@@ -61,6 +61,10 @@ pub struct ShardSetup {
     pub snapshot: Arc<Snapshot>,
     /// Shard 0 runs the control plane: it gets this node's member entry and the table.
     pub control: Option<Joined>,
+    /// Gets one message per shard once every shard is ready: a shard accepts
+    /// connections only then, so that a node answering on its client port also
+    /// answers on every shard port. Dropped without a message if start-up fails.
+    pub serve: flume::Receiver<()>,
 }
 
 /// A running node: its shard threads and their inboxes.
@@ -99,6 +103,7 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
             .map_err(|e| StartupError::Environment(format!("the member table: {e}")))?,
     );
     let mut control = Some(joined);
+    let (serve_tx, serve_rx) = flume::bounded::<()>(config.shards);
 
     let channels: Vec<_> = (0..config.shards)
         .map(|_| flume::bounded(config.shard_queue_max))
@@ -119,6 +124,7 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
             liveness: liveness[shard].clone(),
             snapshot: snapshot.clone(),
             control: if shard == 0 { control.take() } else { None },
+            serve: serve_rx.clone(),
         };
         let cpu = config.pin_cores.then(|| shard % num_cpus());
         let idle_poll = Duration::from_micros(config.idle_poll_us);
@@ -151,6 +157,10 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
                 ))
             }
         }
+    }
+    // Every shard is ready: let them all accept.
+    for _ in 0..config.shards {
+        let _ = serve_tx.send(());
     }
     Ok(RunningNode {
         meta,

@@ -80,6 +80,7 @@ pub async fn run_shard(setup: ShardSetup) {
         liveness,
         snapshot,
         control,
+        serve,
     } = setup;
     let background = glommio::executor().create_task_queue(
         Shares::Static(1000),
@@ -130,14 +131,24 @@ pub async fn run_shard(setup: ShardSetup) {
             }
         }
     }
-    for listener in listeners {
-        glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
-    }
-    if shard.control.is_some() {
-        glommio::spawn_local(control::run(shard.clone())).detach();
-    }
     liveness.running();
     let _ = ready.send(Ok(()));
+    // Accept only once every shard of the node is ready.
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            if serve.recv_async().await.is_err() {
+                return; // start-up failed elsewhere; the shard is told to shut down
+            }
+            for listener in listeners {
+                glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
+            }
+            if shard.control.is_some() {
+                glommio::spawn_local(control::run(shard.clone())).detach();
+            }
+        })
+        .detach();
+    }
     serve_inbox(&shard, inbox, &liveness).await;
     if let Err(e) = shard.engine.close().await {
         eprintln!("ringkv: shard {id}: closing the commit log: {e}");

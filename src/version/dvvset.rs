@@ -353,7 +353,17 @@ fn merge_sorted<T: Clone>(
 /// dots their values are the same, one list a prefix of the other.
 fn merge_entry(a: &Entry, b: &Entry) -> Entry {
     debug_assert_eq!(a.node, b.node);
-    let newer = if a.counter >= b.counter { a } else { b };
+    // Equal counters: with unique dots both sides hold the same values for the dots
+    // kept, and either side gives the same result. Under last-write-wins two
+    // coordinators can stamp two writes with one clock (their dots then collide);
+    // taking the larger values, by `Versioned`'s order, keeps the merge commutative, so
+    // replicas that saw the two in either order agree on the winner.
+    let newer = match a.counter.cmp(&b.counter) {
+        Ordering::Greater => a,
+        Ordering::Less => b,
+        Ordering::Equal if a.values >= b.values => a,
+        Ordering::Equal => b,
+    };
     let floor = a.floor().max(b.floor());
     let kept = (newer.counter - floor) as usize;
     Entry {

@@ -463,3 +463,28 @@ fn last_write_golden_bytes() {
     assert_eq!(set.last_write_clock(), clock);
     assert_eq!(set.context(), Context::from_sorted(vec![(LWW_NODE, clock)]));
 }
+
+#[test]
+fn last_write_ties_between_coordinators_merge_to_one_winner_either_way() {
+    // Two coordinators gave two different writes the same clock.
+    let a = VersionSet::last_write(1_000, val(1_000, "from-a"));
+    let b = VersionSet::last_write(1_000, val(1_000, "from-b"));
+    let ab = a.sync(&b);
+    assert_eq!(ab, b.sync(&a), "the merge is commutative on a tie");
+    assert_eq!(ab.value_count(), 1);
+    let winner = ab.values().next().unwrap().value.clone().unwrap();
+    assert_eq!(&winner[..], b"from-b", "the larger (timestamp, value) wins");
+    // And a later clock still beats the tie's winner.
+    let later = VersionSet::last_write(1_001, val(1_001, "later"));
+    assert_eq!(ab.sync(&later), later.sync(&ab));
+    assert_eq!(
+        &ab.sync(&later)
+            .values()
+            .next()
+            .unwrap()
+            .value
+            .clone()
+            .unwrap()[..],
+        b"later"
+    );
+}
