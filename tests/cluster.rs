@@ -15,6 +15,8 @@ use ringkv::protocol::{Consistency, Request, Status};
 struct Cluster {
     nodes: Vec<Server>,
     dir: std::path::PathBuf,
+    /// Flags every node gets besides the test's own.
+    extra: Vec<String>,
 }
 
 /// How many members node `server` knows.
@@ -34,9 +36,14 @@ impl Cluster {
     /// `count` nodes of 2 shards; the first is every other's seed. Each starts once
     /// the ones before it know each other, so each joins the whole ring.
     fn start(name: &str, count: usize) -> Cluster {
+        Cluster::start_with(name, count, &[])
+    }
+
+    fn start_with(name: &str, count: usize, extra: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir: test_dir(name),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for _ in 0..count {
             cluster.add_node();
@@ -60,6 +67,7 @@ impl Cluster {
         if let Some(seeds) = seeds.as_deref() {
             args.extend(["--seeds", seeds]);
         }
+        args.extend(self.extra.iter().map(String::as_str));
         let data = self.dir.join(format!("node{i}"));
         let mut last = String::new();
         let server = (0..5)
@@ -322,4 +330,26 @@ fn a_token_aware_client_routes_to_a_node_that_joined_after_it_connected() {
         (4, 6),
         "the client connected to the new node's 2 shards"
     );
+}
+
+#[test]
+fn under_lww_blind_writes_from_every_node_leave_one_value_everywhere() {
+    let cluster = Cluster::start_with("cluster-lww", 3, &["--conflicts", "lww"]);
+    for round in 0..10u32 {
+        for node in 0..3 {
+            let mut writer = cluster.client(node, Consistency::Quorum);
+            writer
+                .put(b"shared", format!("{round}-{node}").as_bytes(), &[])
+                .unwrap();
+        }
+    }
+    // Every node reads the same single value: the last write made, node 2's in round 9.
+    for node in 0..3 {
+        let mut reader = cluster.client(node, Consistency::All);
+        assert_eq!(
+            values(&mut reader, "shared"),
+            vec![b"9-2".to_vec()],
+            "node {node}"
+        );
+    }
 }
