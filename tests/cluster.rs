@@ -264,7 +264,7 @@ fn a_token_aware_bench_runs_against_the_cluster_without_errors() {
 }
 
 #[test]
-fn a_node_with_another_replication_factor_is_refused() {
+fn a_node_with_another_replication_factor_or_conflict_mode_is_refused() {
     let cluster = Cluster::start("cluster-rf", 1);
     let seed = format!("127.0.0.1:{}", cluster.nodes[0].port);
     let port = free_ports(3).to_string();
@@ -287,6 +287,26 @@ fn a_node_with_another_replication_factor_is_refused() {
     let message = String::from_utf8_lossy(&out.stderr);
     assert!(
         message.contains("--replication-factor 3, this node with 2"),
+        "{message}"
+    );
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "server",
+            "--port",
+            &port,
+            "--shards",
+            "2",
+            "--no-pin",
+            "--data-dir",
+        ])
+        .arg(cluster.dir.join("lww"))
+        .args(["--seeds", &seed, "--conflicts", "lww"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("--conflicts dvv, this node with lww"),
         "{message}"
     );
 }

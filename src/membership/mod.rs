@@ -39,6 +39,9 @@ pub struct MemberInfo {
     /// The `--replication-factor` the node runs with: every node of a cluster must
     /// place keys the same way, so a node started with another is refused.
     pub replication_factor: u8,
+    /// The node's `--conflicts` mode (`dvv` or `lww`): sets of the two kinds must not
+    /// meet in one key, so a node started with the other is refused too.
+    pub conflicts: String,
     /// `(token, shard)`, ascending by token.
     pub tokens: Vec<(Token, u16)>,
 }
@@ -212,6 +215,7 @@ mod tests {
             dc: "dc1".into(),
             rack: "rack1".into(),
             replication_factor: 3,
+            conflicts: "dvv".into(),
             tokens: tokens.to_vec(),
         }
     }

@@ -83,6 +83,20 @@ pub fn join(config: &ServerConfig, meta: &NodeMeta) -> Result<Joined, StartupErr
             config.replication_factor
         )));
     }
+    if let Some(other) = seen
+        .members()
+        .find(|m| m.node_id != meta.node_id && m.conflicts != config.conflicts.name())
+    {
+        return Err(StartupError::Environment(format!(
+            "node {:016x} at {}:{} runs with --conflicts {}, this node with {}: one \
+             cluster keeps one kind of version",
+            other.node_id,
+            other.host,
+            other.port,
+            other.conflicts,
+            config.conflicts.name()
+        )));
+    }
     let tokens = match node_tokens::load(&config.data_dir, meta.shards)? {
         Some(tokens) => tokens,
         None if config.seeds.is_empty() => {
@@ -124,6 +138,7 @@ pub fn join(config: &ServerConfig, meta: &NodeMeta) -> Result<Joined, StartupErr
         dc: config.dc.clone(),
         rack: config.rack.clone(),
         replication_factor: config.replication_factor as u8,
+        conflicts: config.conflicts.name().to_string(),
         tokens,
     };
     let mut table = seen;
