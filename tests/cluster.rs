@@ -267,44 +267,33 @@ fn a_token_aware_bench_runs_against_the_cluster_without_errors() {
 fn a_node_with_another_replication_factor_or_conflict_mode_is_refused() {
     let cluster = Cluster::start("cluster-rf", 1);
     let seed = format!("127.0.0.1:{}", cluster.nodes[0].port);
-    let port = free_ports(3).to_string();
-    let data = cluster.dir.join("odd");
-    let out = std::process::Command::new(common::BIN)
-        .args([
-            "server",
-            "--port",
-            &port,
-            "--shards",
-            "2",
-            "--no-pin",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .args(["--seeds", &seed, "--replication-factor", "2"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let message = String::from_utf8_lossy(&out.stderr);
+    // What a node joining through `seed` with `flags` says as it refuses to start.
+    let refusal = |name: &str, flags: &[&str]| {
+        let port = free_ports(3).to_string();
+        let out = std::process::Command::new(common::BIN)
+            .args([
+                "server",
+                "--port",
+                &port,
+                "--shards",
+                "2",
+                "--no-pin",
+                "--data-dir",
+            ])
+            .arg(cluster.dir.join(name))
+            .args(["--seeds", &seed])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?}: the node started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let message = refusal("rf", &["--replication-factor", "2"]);
     assert!(
         message.contains("--replication-factor 3, this node with 2"),
         "{message}"
     );
-    let out = std::process::Command::new(common::BIN)
-        .args([
-            "server",
-            "--port",
-            &port,
-            "--shards",
-            "2",
-            "--no-pin",
-            "--data-dir",
-        ])
-        .arg(cluster.dir.join("lww"))
-        .args(["--seeds", &seed, "--conflicts", "lww"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let message = String::from_utf8_lossy(&out.stderr);
+    let message = refusal("lww", &["--conflicts", "lww"]);
     assert!(
         message.contains("--conflicts dvv, this node with lww"),
         "{message}"
