@@ -362,3 +362,14 @@ fn under_lww_blind_writes_from_every_node_leave_one_value_everywhere() {
         );
     }
 }
+
+#[test]
+fn a_restarted_node_remembers_the_members_it_knew() {
+    let mut cluster = Cluster::start("cluster-members", 3);
+    for node in &mut cluster.nodes {
+        node.kill9();
+    }
+    // Node 0 has no seeds and nobody to ask: what it knows comes from DATA/members.
+    cluster.nodes[0].restart();
+    assert_eq!(members_known(&cluster.nodes[0]), 3);
+}

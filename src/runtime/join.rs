@@ -56,7 +56,8 @@ pub fn fetch_table(host: &str, port: u16, timeout: Duration) -> Result<MemberTab
 /// member table it starts with.
 pub fn join(config: &ServerConfig, meta: &NodeMeta) -> Result<Joined, StartupError> {
     let timeout = Duration::from_millis(config.replica_timeout_ms.max(1000));
-    let mut seen = MemberTable::default();
+    // What this node knew when it last ran, then what the seeds know now.
+    let mut seen = crate::storage::node_members::load(&config.data_dir);
     let mut failures = Vec::new();
     for seed in &config.seeds {
         let (host, port) = parse_addr(seed).map_err(StartupError::Environment)?;

@@ -22,6 +22,8 @@ pub struct Control {
     seeds: Vec<(String, u16)>,
     interval: Duration,
     replication_factor: usize,
+    /// Where the table is kept across restarts (`DATA/members`).
+    data_dir: std::path::PathBuf,
 }
 
 impl Control {
@@ -30,6 +32,7 @@ impl Control {
         seeds: &[String],
         interval: Duration,
         replication_factor: usize,
+        data_dir: std::path::PathBuf,
     ) -> Control {
         Control {
             me: joined.me,
@@ -37,6 +40,7 @@ impl Control {
             seeds: seeds.iter().filter_map(|s| parse_addr(s).ok()).collect(),
             interval,
             replication_factor,
+            data_dir,
         }
     }
 
@@ -72,6 +76,17 @@ impl Control {
             self.me.node_id,
             snapshot.members.len()
         );
+        // Keep it for the next start (a blocking write: off the executor thread).
+        let (dir, table) = (self.data_dir.clone(), snapshot.members.clone());
+        glommio::spawn_local(async move {
+            let stored = glommio::executor()
+                .spawn_blocking(move || crate::storage::node_members::store(&dir, &table))
+                .await;
+            if let Err(e) = stored {
+                eprintln!("ringkv: keeping the member table: {e}");
+            }
+        })
+        .detach();
         for inbox in &shard.peers {
             let (inbox, snapshot) = (inbox.clone(), snapshot.clone());
             glommio::spawn_local(async move {

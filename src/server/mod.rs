@@ -112,6 +112,7 @@ pub async fn run_shard(setup: ShardSetup) {
                 &config.seeds,
                 Duration::from_millis(config.membership_interval_ms),
                 config.replication_factor,
+                config.data_dir.clone(),
             )
         }),
         default_consistency: config.default_consistency,

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod keylock;
 pub mod manifest;
 pub mod memtable;
+pub mod node_members;
 pub mod node_meta;
 pub mod node_tokens;
 pub mod sstable;
