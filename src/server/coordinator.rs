@@ -30,7 +30,7 @@ use super::Shard;
 type ReadAnswer = (NodeId, Result<Option<VersionSet>, String>);
 
 /// The key's replicas and how many must answer; or the Unavailable message.
-fn plan(
+pub(super) fn plan(
     shard: &Shard,
     key: &[u8],
     consistency: Consistency,

@@ -87,18 +87,14 @@ pub fn answer_at_once(
                 out,
             );
         }
-        Request::Get { key, consistency } => {
-            let n = 1;
-            let count = crate::replication::needed(*consistency, shard.default_consistency, n);
-            if count > n {
-                let message = format!(
-                    "{count} replicas requested but the key has 1 (one node in the cluster)"
-                );
-                encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
-            } else {
-                encode_get(shard, request_id, key, out);
+        // This node is the key's only replica (`answers_at_once`): the coordinator's
+        // plan, then the local answer.
+        Request::Get { key, consistency } => match coordinator::plan(shard, key, *consistency) {
+            Ok(_) => encode_get(shard, request_id, key, out),
+            Err(message) => {
+                encode_error_response(opcode, request_id, Status::Unavailable, &message, out)
             }
-        }
+        },
         Request::Members { table } => {
             let control = shard
                 .control

@@ -16,6 +16,7 @@ pub mod memtable;
 pub mod node_members;
 pub mod node_meta;
 pub mod node_tokens;
+mod sealed;
 pub mod sstable;
 
 use std::path::PathBuf;

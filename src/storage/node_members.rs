@@ -11,50 +11,27 @@ use std::fs;
 use std::path::Path;
 
 use super::node_meta::write_atomically;
+use super::sealed;
 use crate::error::StartupError;
 use crate::membership::MemberTable;
 
 pub const MEMBERS_FILE: &str = "members";
 const MAGIC: &[u8; 8] = b"RKVMEMB\0";
 const FORMAT_VERSION: u32 = 1;
-const HEADER_BYTES: usize = 16;
 
 pub fn encode(table: &MemberTable) -> Vec<u8> {
-    let body = table.encode();
-    let mut out = Vec::with_capacity(HEADER_BYTES + body.len() + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(
-        &u32::try_from(body.len())
-            .expect("a member table under 4 GiB")
-            .to_le_bytes(),
-    );
-    out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    let payload = table.encode();
+    let len = u32::try_from(payload.len()).expect("a member table under 4 GiB");
+    sealed::seal(MAGIC, FORMAT_VERSION, len, &payload)
 }
 
 /// Decodes a members file. Never panics.
 pub fn decode(b: &[u8]) -> Result<MemberTable, String> {
-    if b.len() < HEADER_BYTES + 4 || &b[..8] != MAGIC {
-        return Err("not a ringkv members file".into());
-    }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if u32::from_le_bytes(crc.try_into().expect("4")) != crc32c::crc32c(body) {
-        return Err("CRC32C mismatch".into());
-    }
-    let version = u32::from_le_bytes(b[8..12].try_into().expect("4"));
-    if version != FORMAT_VERSION {
-        return Err(format!(
-            "format version {version}, this build reads {FORMAT_VERSION}"
-        ));
-    }
-    let len = u32::from_le_bytes(b[12..16].try_into().expect("4")) as usize;
-    if body.len() != HEADER_BYTES + len {
+    let (len, payload) = sealed::open(b, MAGIC, FORMAT_VERSION, "members")?;
+    if payload.len() != len as usize {
         return Err(format!("table of {len} bytes in a file of {}", b.len()));
     }
-    MemberTable::decode(&body[HEADER_BYTES..])
+    MemberTable::decode(payload)
 }
 
 /// The table stored in `dir`, if any. A damaged file is reported and ignored: the

@@ -23,13 +23,13 @@ use std::fs;
 use std::path::Path;
 
 use super::node_meta::write_atomically;
+use super::sealed;
 use crate::error::StartupError;
 use crate::ring::Token;
 
 pub const TOKENS_FILE: &str = "tokens";
 const MAGIC: &[u8; 8] = b"RKVTOKN\0";
 const FORMAT_VERSION: u32 = 1;
-const HEADER_BYTES: usize = 16;
 const ENTRY_BYTES: usize = 10;
 /// Most tokens a node may hold: 1024 shards × 64 vnodes.
 pub const TOKENS_MAX: usize = 1 << 16;
@@ -38,50 +38,30 @@ pub fn encode(tokens: &[(Token, u16)]) -> Vec<u8> {
     assert!(!tokens.is_empty() && tokens.len() <= TOKENS_MAX);
     let mut sorted = tokens.to_vec();
     sorted.sort_unstable_by_key(|&(t, _)| t);
-    let mut out = Vec::with_capacity(HEADER_BYTES + ENTRY_BYTES * sorted.len() + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(sorted.len() as u32).to_le_bytes());
-    for (token, shard) in sorted {
-        out.extend_from_slice(&token.to_le_bytes());
-        out.extend_from_slice(&shard.to_le_bytes());
+    let mut payload = Vec::with_capacity(ENTRY_BYTES * sorted.len());
+    for &(token, shard) in &sorted {
+        payload.extend_from_slice(&token.to_le_bytes());
+        payload.extend_from_slice(&shard.to_le_bytes());
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+    sealed::seal(MAGIC, FORMAT_VERSION, sorted.len() as u32, &payload)
 }
 
 /// Decodes a tokens file of a node with `shards` shards. Never panics.
 pub fn decode(b: &[u8], shards: u16) -> Result<Vec<(Token, u16)>, String> {
-    if b.len() < HEADER_BYTES + 4 {
-        return Err(format!("is {} bytes, shorter than a header", b.len()));
-    }
-    if &b[..8] != MAGIC {
-        return Err("bad magic (not a ringkv tokens file)".into());
-    }
-    let (body, crc) = b.split_at(b.len() - 4);
-    if u32::from_le_bytes(crc.try_into().expect("4")) != crc32c::crc32c(body) {
-        return Err("CRC32C mismatch".into());
-    }
-    let version = u32::from_le_bytes(b[8..12].try_into().expect("4"));
-    if version != FORMAT_VERSION {
-        return Err(format!(
-            "format version {version}, this build reads {FORMAT_VERSION}"
-        ));
-    }
-    let count = u32::from_le_bytes(b[12..16].try_into().expect("4")) as usize;
+    let (count, payload) = sealed::open(b, MAGIC, FORMAT_VERSION, "tokens")?;
+    let count = count as usize;
     if count == 0 || count > TOKENS_MAX {
         return Err(format!("token count {count} is not in 1..={TOKENS_MAX}"));
     }
-    if body.len() != HEADER_BYTES + count * ENTRY_BYTES {
+    if payload.len() != count * ENTRY_BYTES {
         return Err(format!(
             "{count} tokens need {} bytes, file has {}",
-            HEADER_BYTES + count * ENTRY_BYTES + 4,
+            sealed::HEADER_BYTES + count * ENTRY_BYTES + 4,
             b.len()
         ));
     }
     let mut tokens = Vec::with_capacity(count);
-    for entry in body[HEADER_BYTES..].chunks_exact(ENTRY_BYTES) {
+    for entry in payload.chunks_exact(ENTRY_BYTES) {
         let token = u64::from_le_bytes(entry[..8].try_into().expect("8"));
         let shard = u16::from_le_bytes(entry[8..].try_into().expect("2"));
         if shard >= shards {
