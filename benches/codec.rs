@@ -72,6 +72,7 @@ fn versions(c: &mut Criterion) {
                 value: Some(value.clone()),
             },
             100 + i,
+            0,
         );
     }
     let context = stored.context();
@@ -85,6 +86,7 @@ fn versions(c: &mut Criterion) {
                     value: Some(value.clone()),
                 },
                 101,
+                0,
             )
         })
     });
@@ -96,6 +98,7 @@ fn versions(c: &mut Criterion) {
             value: Some(value.clone()),
         },
         200,
+        0,
     );
     group.bench_function("sync concurrent", |b| {
         b.iter(|| black_box(&stored).sync(&other))
@@ -132,6 +135,7 @@ fn memtable(c: &mut Criterion) {
                 value: Some(value.clone()),
             },
             1,
+            0,
         );
         table.merge(key.clone(), v);
     }
@@ -154,6 +158,7 @@ fn memtable(c: &mut Criterion) {
                     value: Some(value.clone()),
                 },
                 1,
+                0,
             );
             table.merge(keys[i].clone(), next);
         })

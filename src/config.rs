@@ -87,6 +87,9 @@ pub struct ServerConfig {
     pub membership_interval_ms: u64,
     /// How long a coordinator waits for a replica's answer before it counts it failed.
     pub replica_timeout_ms: u64,
+    /// Clock entries of nodes that are no longer replicas of a key, and hold no values,
+    /// are dropped once they are this old (DESIGN.md §5, `version::Pruning`).
+    pub prune_clocks_after_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -152,6 +155,9 @@ impl Default for ServerConfig {
             // Far above a loopback or LAN round trip and a replica's fdatasync (~1 ms);
             // short enough that a dead replica costs a client one second, not ten.
             replica_timeout_ms: 1000,
+            // Riak's old_vclock: a day leaves read repair and anti-entropy ample time
+            // to bring stale copies up to date before their entries go.
+            prune_clocks_after_secs: 86_400,
         }
     }
 }

@@ -190,7 +190,7 @@ mod tests {
             timestamp_us: 5,
             value: Some(Bytes::copy_from_slice(value)),
         };
-        VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), v, 0xAB)
+        VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), v, 0xAB, 0)
     }
 
     fn put_payload(key: &[u8], value: &[u8]) -> Vec<u8> {

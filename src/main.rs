@@ -217,6 +217,10 @@ struct ServerArgs {
     /// Milliseconds a coordinator waits for a replica before counting it failed
     #[arg(long)]
     replica_timeout_ms: Option<u64>,
+    /// Seconds after which clock entries of nodes that are no longer replicas of a key
+    /// (and hold no values) are dropped
+    #[arg(long)]
+    prune_clocks_after_secs: Option<u64>,
 }
 
 /// How executors sit on cores: the server's shards, and the benchmarks standing for one.
@@ -591,6 +595,9 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         replica_timeout_ms: args
             .replica_timeout_ms
             .unwrap_or(defaults.replica_timeout_ms),
+        prune_clocks_after_secs: args
+            .prune_clocks_after_secs
+            .unwrap_or(defaults.prune_clocks_after_secs),
         ..defaults
     };
     config.validate().map_err(anyhow::Error::msg)?;

@@ -1,7 +1,8 @@
 //! The internal protocol on a real node: REPLICA_WRITE merges another node's version
 //! set into the key (siblings with a local write, durable across kill -9), REPLICA_READ
 //! returns the whole set, tombstones included; a set that does not decode is refused
-//! with BadRequest and the connection keeps working.
+//! with BadRequest and the connection keeps working; a clock entry of a node that is not
+//! a replica, old and without values, is left out of what clients get.
 
 mod common;
 
@@ -15,7 +16,7 @@ fn remote_set(value: &'static [u8], node: u64) -> VersionSet {
         timestamp_us: 1,
         value: Some(Bytes::from_static(value)),
     };
-    VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), versioned, node)
+    VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), versioned, node, 0)
 }
 
 fn replica_read(
@@ -102,6 +103,46 @@ fn replica_writes_merge_and_replica_reads_return_the_whole_set() {
     server.restart();
     let mut client = server.client();
     assert_eq!(client.get(b"kept").unwrap().values[0].value.as_ref(), b"v");
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn old_entries_of_nodes_that_are_not_replicas_are_left_out_of_contexts() {
+    let dir = test_dir("replica-pruning");
+    let mut server = Server::start(&dir.join("data"), 1, &["--sync", "batch"]);
+    let mut client = server.client();
+    // Node 1_000_001 (no member of this cluster) wrote "old" long ago; node 1_000_003
+    // (no member either) read it and wrote "new" over it: the first entry is old and
+    // holds no values, the second holds a value and must stay.
+    let old = remote_set(b"old", 1_000_001);
+    let versioned = Versioned {
+        timestamp_us: 2,
+        value: Some(Bytes::from_static(b"new")),
+    };
+    let new = VersionSet::coordinate(&old, &old.context(), versioned, 1_000_003, 0);
+    let response = client
+        .request(&Request::ReplicaWrite {
+            key: "k".into(),
+            versions: new.encode().into(),
+        })
+        .unwrap();
+    assert_eq!(response.status, Status::Ok, "{}", response.message);
+    let got = client.get(b"k").unwrap();
+    assert_eq!(got.values.len(), 1);
+    assert_eq!(got.values[0].value.as_ref(), b"new");
+    let context = Context::decode(&got.context).unwrap();
+    let nodes: Vec<u64> = context.pairs().iter().map(|&(n, _)| n).collect();
+    assert_eq!(nodes, [1_000_003], "the valueless outsider entry is pruned");
+    // A write with that context still supersedes "new" (the kept entry covers it).
+    let written = client.put(b"k", b"newest", &got.context).unwrap();
+    let after = client.get(b"k").unwrap();
+    assert_eq!(after.values.len(), 1);
+    assert_eq!(after.values[0].value.as_ref(), b"newest");
+    // The written context names this node and nobody else: 1_000_003's entry is
+    // valueless now, and not a replica's.
+    let written = Context::decode(&written).unwrap();
+    assert_eq!(written.pairs().len(), 1, "{written:?}");
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

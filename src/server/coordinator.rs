@@ -11,7 +11,10 @@
 //!
 //! The counting is [`crate::replication::quorum`]'s; this module only moves bytes.
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -20,8 +23,9 @@ use crate::protocol::{
 };
 use crate::replication::quorum::{Progress, ReadQuorum, WriteQuorum};
 use crate::replication::{needed, Consistency};
+use crate::membership::Snapshot;
 use crate::ring::cluster::{NodeId, Replica};
-use crate::version::{now_us, Context, VersionSet};
+use crate::version::{now_us, Context, Pruning, VersionSet};
 
 use super::dispatch::encode_versions;
 use super::Shard;
@@ -47,6 +51,35 @@ pub(super) fn plan(
         ));
     }
     Ok((replicas, count))
+}
+
+/// The clock entries a set of this key may lose (`version::Pruning`): those of nodes
+/// other than `replicas` that stopped changing `after` ago.
+pub(super) fn pruning(replicas: &[NodeId], after: Duration) -> Pruning<'_> {
+    Pruning::older_than(replicas, now_us(), after.as_micros() as u64)
+}
+
+/// The engine's clock pruning rule ([`crate::storage::Engine::set_clock_pruning`]):
+/// the key's replicas in the current snapshot are kept.
+pub(super) fn clock_pruning(
+    snapshot: Rc<RefCell<Arc<Snapshot>>>,
+    after: Duration,
+) -> crate::storage::ClockPruning {
+    Box::new(move |key, versions| {
+        let rule = pruning(&[], after);
+        // Most sets hold only replicas' entries, or entries with values: no ring walk.
+        if !versions.may_prune(&rule) {
+            return 0;
+        }
+        let snapshot = snapshot.borrow().clone();
+        let ids: Vec<NodeId> = snapshot
+            .ring
+            .replicas_of_key(key)
+            .iter()
+            .map(|r| r.node_id)
+            .collect();
+        versions.prune(&Pruning { replicas: &ids, ..rule })
+    })
 }
 
 /// The host and shard port of a replica, from the current snapshot.
@@ -87,6 +120,7 @@ pub async fn get(
         }
     };
     let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
+    let ids_for_pruning = ids.clone();
     let (tx, rx) = flume::unbounded::<ReadAnswer>();
     for replica in replicas.iter().copied() {
         let (shard, key, tx) = (shard.clone(), key.clone(), tx.clone());
@@ -101,12 +135,23 @@ pub async fn get(
         .detach();
     }
     drop(tx);
+    // Every answer is pruned as the replicas prune what they store, so that one that
+    // dropped an entry and one that has not yet are not taken for different versions
+    // (read repair would rewrite the entry forever).
+    let after = shard.prune_clocks_after;
+    let pruned = move |answer: Result<Option<VersionSet>, String>| {
+        answer.map(|set| {
+            let mut set = set.unwrap_or_default();
+            set.prune(&pruning(&ids_for_pruning, after));
+            set
+        })
+    };
     let mut quorum = ReadQuorum::new(&ids, r);
     while quorum.progress() == Progress::Waiting {
         let Ok((node, answer)) = rx.recv_async().await else {
             break;
         };
-        quorum.record(node, answer.map(Option::unwrap_or_default));
+        quorum.record(node, pruned(answer));
     }
     if quorum.progress() != Progress::Succeeded {
         let message = quorum.unavailable().to_string();
@@ -122,7 +167,7 @@ pub async fn get(
             let Ok((node, answer)) = rx.recv_async().await else {
                 break;
             };
-            quorum.record(node, answer.map(Option::unwrap_or_default));
+            quorum.record(node, pruned(answer));
         }
         let merged = quorum.merged();
         if merged.is_empty() {
@@ -211,19 +256,23 @@ pub async fn write(
             return;
         }
     };
+    let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
     let versions = match shard
         .engine
         .write(&key, &context, value.as_deref(), now_us())
         .await
     {
-        Ok(versions) => versions,
+        Ok(mut versions) => {
+            // What the replicas and the client get: the entries the ring still needs.
+            versions.prune(&pruning(&ids, shard.prune_clocks_after));
+            versions
+        }
         Err(e) => {
             let message = format!("node {:016x} shard {}: {e}", shard.node_id, shard.id);
             encode_error_response(opcode, request_id, e.status(), &message, out);
             return;
         }
     };
-    let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
     let mut quorum = WriteQuorum::new(&ids, w);
     quorum.record(shard.node_id, Ok(()));
     let (tx, rx) = flume::unbounded::<(NodeId, Result<(), String>)>();
@@ -294,4 +343,71 @@ async fn forward_to_a_replica(
         failures.join("; ")
     );
     encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{MemberInfo, MemberTable};
+    use crate::version::Versioned;
+
+    fn member(node_id: NodeId, token: u64) -> MemberInfo {
+        MemberInfo {
+            node_id,
+            generation: 1,
+            host: "127.0.0.1".into(),
+            port: 7000,
+            shards: 1,
+            dc: "dc1".into(),
+            rack: "rack1".into(),
+            replication_factor: 2,
+            conflicts: "dvv".into(),
+            tokens: vec![(token, 0)],
+        }
+    }
+
+    fn write(stored: &VersionSet, node: NodeId, fresh: u64) -> VersionSet {
+        let versioned = Versioned {
+            timestamp_us: fresh,
+            value: Some(Bytes::from_static(b"v")),
+        };
+        VersionSet::coordinate(stored, &stored.context(), versioned, node, fresh)
+    }
+
+    #[test]
+    fn the_engine_rule_keeps_the_key_replicas_entries_and_drops_old_others() {
+        let table = MemberTable::new([
+            member(1, 0),
+            member(3, 1 << 62),
+            member(5, 2 << 62),
+            member(7, 3 << 62),
+        ]);
+        let snapshot = Arc::new(Snapshot::new(table, 2).unwrap());
+        let key = b"some key";
+        let replicas: Vec<NodeId> = snapshot
+            .ring
+            .replicas_of_key(key)
+            .iter()
+            .map(|r| r.node_id)
+            .collect();
+        let outsider = [1, 3, 5, 7]
+            .into_iter()
+            .find(|n| !replicas.contains(n))
+            .unwrap();
+        // Every node wrote in turn (old counters), the last replica last.
+        let mut set = VersionSet::empty();
+        for (i, node) in [outsider, replicas[0], replicas[1]].into_iter().enumerate() {
+            set = write(&set, node, 10 + i as u64);
+        }
+        let rule = clock_pruning(Rc::new(RefCell::new(snapshot)), Duration::from_secs(60));
+        let before = set.context();
+        assert_eq!(rule(key, &mut set), 1);
+        assert_eq!(set.counter_of(outsider), 0);
+        assert_eq!(set.counter_of(replicas[0]), before.counter(replicas[0]));
+        assert_eq!(set.live_values().count(), 1);
+        // Entries younger than `after` stay, whoever they belong to.
+        let mut young = write(&VersionSet::empty(), outsider, now_us());
+        young = write(&young, replicas[0], now_us());
+        assert_eq!(rule(key, &mut young), 0);
+    }
 }

@@ -273,11 +273,21 @@ fn encode_replica_set(request_id: u32, versions: Option<&VersionSet>, out: &mut 
 }
 
 /// Answers a GET from memory; the caller checked that memory can
-/// ([`answers_at_once`]).
+/// ([`answers_at_once`]): this node is the key's only replica. Clock entries of other
+/// nodes are pruned as the coordinator prunes them (`coordinator::get`).
 fn encode_get(shard: &Shard, request_id: u32, key: &[u8], out: &mut Vec<u8>) {
+    let replicas = [shard.node_id];
+    let rule = super::coordinator::pruning(&replicas, shard.prune_clocks_after);
     shard
         .engine
-        .read_now(key, |versions| encode_versions(request_id, versions, out))
+        .read_now(key, |versions| match versions {
+            Some(stored) if stored.may_prune(&rule) => {
+                let mut pruned = stored.clone();
+                pruned.prune(&rule);
+                encode_versions(request_id, Some(&pruned), out)
+            }
+            _ => encode_versions(request_id, versions, out),
+        })
         .expect("answers_at_once said memory answers this read");
 }
 

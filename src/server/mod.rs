@@ -49,13 +49,17 @@ pub struct Shard {
     pub connection_requests_max: usize,
     /// The cluster as this shard routes with it; replaced when the control plane
     /// publishes a new one.
-    snapshot: RefCell<Arc<Snapshot>>,
+    /// Shared with the engine's clock pruning rule (same thread).
+    snapshot: Rc<RefCell<Arc<Snapshot>>>,
     /// Connections to other nodes' shards.
     pub net: peers::Peers,
     /// The control plane, on shard 0 only.
     pub control: Option<control::Control>,
     pub default_consistency: Consistency,
     pub replica_timeout: Duration,
+    /// Clock entries of nodes that are no longer replicas of a key are dropped this
+    /// long after their last change (`version::Pruning`).
+    pub prune_clocks_after: Duration,
     pub data_dir: std::path::PathBuf,
 }
 
@@ -94,6 +98,12 @@ pub async fn run_shard(setup: ShardSetup) {
             return;
         }
     };
+    let snapshot = Rc::new(RefCell::new(snapshot));
+    let prune_clocks_after = Duration::from_secs(config.prune_clocks_after_secs);
+    engine.set_clock_pruning(coordinator::clock_pruning(
+        snapshot.clone(),
+        prune_clocks_after,
+    ));
     let shard = Rc::new(Shard {
         id,
         node_id: meta.node_id,
@@ -104,7 +114,7 @@ pub async fn run_shard(setup: ShardSetup) {
         limits: config.limits(),
         permits: Rc::new(Semaphore::new(config.shard_requests_max as u64)),
         connection_requests_max: config.connection_requests_max,
-        snapshot: RefCell::new(snapshot),
+        snapshot: snapshot.clone(),
         net: peers::Peers::default(),
         control: control.map(|joined| {
             control::Control::new(
@@ -117,6 +127,7 @@ pub async fn run_shard(setup: ShardSetup) {
         }),
         default_consistency: config.default_consistency,
         replica_timeout: Duration::from_millis(config.replica_timeout_ms),
+        prune_clocks_after,
         data_dir: config.data_dir.clone(),
     });
     let mut listeners = Vec::new();

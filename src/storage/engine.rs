@@ -66,10 +66,14 @@ use super::memtable::Memtable;
 use super::sstable::{FullDisk, TableOptions};
 use super::StorageError;
 use crate::config::{ServerConfig, SyncPolicy};
-use crate::version::{ConflictMode, Context, NodeId, VersionSet, Versioned};
+use crate::version::{ConflictMode, Context, NodeId, VersionSet, Versioned, LWW_NODE};
 use memory::Memory;
 use signal::Signal;
 use tables::Tables;
+
+/// A key's set on its way into a table → how many clock entries it dropped
+/// ([`Engine::set_clock_pruning`]).
+pub type ClockPruning = Box<dyn Fn(&[u8], &mut VersionSet) -> usize>;
 
 /// Commit-log record kind of a key's new version set.
 pub const RECORD_PUT: u8 = 1;
@@ -140,6 +144,8 @@ pub struct EngineStats {
     pub compaction_failures: u64,
     /// Tombstone-only keys compaction dropped (after `gc_grace`).
     pub keys_purged: u64,
+    /// Clock entries flushes and compactions dropped ([`Engine::set_clock_pruning`]).
+    pub clock_entries_pruned: u64,
     /// Log segments deleted because tables cover them.
     pub segments_recycled: u64,
 }
@@ -148,7 +154,11 @@ pub struct EngineStats {
 struct Core {
     node_id: NodeId,
     conflicts: ConflictMode,
-    /// `lww` mode: the last clock given to a write (module doc); never decreases.
+    /// The shard's hybrid clock (`max(wall µs, last + 1)`), never decreasing and above
+    /// everything stored or replayed: the last clock given to a write in `lww` mode;
+    /// in `dvv` mode at least the largest counter this node minted here, so that a
+    /// node entry that holds no values can jump to a counter never used
+    /// (`version::Pruning`).
     clock: Cell<u64>,
     log: CommitLog,
     locks: Rc<KeyLocks>,
@@ -176,6 +186,8 @@ struct Core {
     flush_error: RefCell<Option<String>>,
     /// A manifest that could not be stored: no table may change any more.
     tables_failed: RefCell<Option<String>>,
+    /// Applied to every set a flush or compaction writes ([`Engine::set_clock_pruning`]).
+    clock_pruning: RefCell<Option<ClockPruning>>,
     /// One compaction at a time (the job and [`Engine::compact_all`]).
     compaction_lock: glommio::sync::Semaphore,
     stats: Cell<EngineStats>,
@@ -229,9 +241,15 @@ impl Engine {
         let report = CommitLog::recover(&log_dir, config.record_bytes_max, |kind, payload| {
             apply_record(&mut memtable, kind, payload)
         })?;
+        // The clock's node: the pseudo-node of last-write-wins clocks, or this node,
+        // whose counters the clock gives out too (`write`).
+        let clock_node = match config.conflicts {
+            ConflictMode::Lww => LWW_NODE,
+            ConflictMode::Dvv => config.node_id,
+        };
         let replayed_clock = memtable
             .iter()
-            .map(|(_, versions)| versions.last_write_clock())
+            .map(|(_, versions)| versions.counter_of(clock_node))
             .max()
             .unwrap_or(0);
         if let Some(torn) = &report.torn_tail {
@@ -270,7 +288,7 @@ impl Engine {
         let core = Rc::new(Core {
             node_id: config.node_id,
             conflicts: config.conflicts,
-            clock: Cell::new(tables.lww_clock_floor().max(replayed_clock)),
+            clock: Cell::new(tables.clock_floor().max(replayed_clock)),
             log,
             locks: Rc::new(KeyLocks::default()),
             pending: RefCell::new(AHashMap::new()),
@@ -289,6 +307,7 @@ impl Engine {
             compaction_wanted: Cell::new(true),
             flush_error: RefCell::new(None),
             tables_failed: RefCell::new(None),
+            clock_pruning: RefCell::new(None),
             compaction_lock: glommio::sync::Semaphore::new(1),
             stats: Cell::new(EngineStats::default()),
             background: queue,
@@ -363,7 +382,13 @@ impl Engine {
         }
         let guard = core.locks.lock(&key).await;
         let (stored, _) = core.stored_under_lock(&key).await?;
-        let versions = VersionSet::coordinate(&stored, context, versioned, core.node_id);
+        // The shard's clock gives a counter above every one this shard minted, for a
+        // node entry that holds no values (`VersionSet::coordinate`), and then stays
+        // above the counter minted.
+        let fresh = core.tick(timestamp_us);
+        let versions = VersionSet::coordinate(&stored, context, versioned, core.node_id, fresh);
+        core.clock
+            .set(core.clock.get().max(versions.counter_of(core.node_id)));
         core.check_storable(&key, &versions)?;
         core.log_and_apply(key, versions, Queued::Held(guard)).await
     }
@@ -465,6 +490,20 @@ impl Engine {
         self.core.stats.get()
     }
 
+    /// Installs the rule that bounds clocks (DESIGN.md §5, [`crate::version::Pruning`]):
+    /// every set a flush or compaction writes passes through `rule`, which drops the
+    /// entries the ring no longer needs and returns how many. The engine knows no ring,
+    /// so the server gives it one; without a rule nothing is dropped.
+    ///
+    /// Pruning happens there, not when a write is logged, because the store is a join:
+    /// the memtable, reads and compaction `sync` every copy of a key, and an entry
+    /// dropped from one copy comes back from any other. A table a compaction writes
+    /// replaces its inputs; once the compaction holds every copy of the key (a major
+    /// compaction, or the only table holding it), the entry is gone for good.
+    pub fn set_clock_pruning(&self, rule: ClockPruning) {
+        *self.core.clock_pruning.borrow_mut() = Some(rule);
+    }
+
     /// Stops the jobs (a running flush or compaction finishes first), makes everything
     /// queued durable and stops the log writer. Sealed memtables are not flushed: their
     /// records are in the log, which the next start replays.
@@ -545,8 +584,8 @@ impl Core {
         Ok(versions)
     }
 
-    /// `lww` mode: the next write's clock, `max(timestamp_us, last + 1)` (module doc of
-    /// [`crate::version`], "Last write wins").
+    /// The next clock, `max(timestamp_us, last + 1)`: a `lww` write's clock (module doc
+    /// of [`crate::version`], "Last write wins"), or a `dvv` write's fresh counter.
     fn tick(&self, timestamp_us: u64) -> u64 {
         let next = timestamp_us.max(self.clock.get() + 1);
         self.clock.set(next);
@@ -664,6 +703,17 @@ impl Core {
             });
         }
         Ok(())
+    }
+
+    /// Applies the clock pruning rule, if any, to a set about to be written to a table.
+    fn prune_clock(&self, key: &[u8], versions: &mut VersionSet) {
+        let dropped = match &*self.clock_pruning.borrow() {
+            Some(rule) => rule(key, versions),
+            None => return,
+        };
+        if dropped > 0 {
+            self.update_stats(|s| s.clock_entries_pruned += dropped as u64);
+        }
     }
 
     fn update_stats(&self, f: impl FnOnce(&mut EngineStats)) {

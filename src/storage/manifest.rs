@@ -26,7 +26,7 @@
 //! | 12     | 8    | generation                                |
 //! | 20     | 8    | next table id                             |
 //! | 28     | 8    | log segment floor                         |
-//! | 36     | 8    | last-write-wins clock floor               |
+//! | 36     | 8    | clock floor (where the shard clock restarts) |
 //! | 44     | 4    | table count                               |
 //! | 48     | …    | tables, each 36 bytes + its two keys      |
 //! | end-4  | 4    | CRC32C of every byte before it            |
@@ -111,10 +111,12 @@ pub struct Manifest {
     /// Commit-log segments with ids below this are covered by the tables: recovery
     /// replays from this segment on, and the log may remove the ones below.
     pub log_segment_floor: u64,
-    /// Every last-write-wins clock in the live tables is at most this (0 in a `dvv`
-    /// shard): the shard's clock restarts above it, so a write made after a restart
-    /// always beats what the tables hold, even if the wall clock stepped back.
-    pub lww_clock_floor: u64,
+    /// Every clock the shard gave out for the live tables is at most this: the
+    /// last-write-wins clocks of a `lww` shard, this node's counters in a `dvv` one.
+    /// The shard's clock restarts above it, so a write made after a restart always
+    /// beats what the tables hold (`lww`) and never reuses a counter whose entry was
+    /// pruned (`dvv`), even if the wall clock stepped back.
+    pub clock_floor: u64,
 }
 
 /// Why a manifest could not be loaded, stored or scanned.
@@ -159,7 +161,7 @@ impl Manifest {
             next_table_id: 1,
             tables: Vec::new(),
             log_segment_floor: 0,
-            lww_clock_floor: 0,
+            clock_floor: 0,
         }
     }
 
@@ -224,7 +226,7 @@ impl Manifest {
         b.extend_from_slice(&self.generation.to_le_bytes());
         b.extend_from_slice(&self.next_table_id.to_le_bytes());
         b.extend_from_slice(&self.log_segment_floor.to_le_bytes());
-        b.extend_from_slice(&self.lww_clock_floor.to_le_bytes());
+        b.extend_from_slice(&self.clock_floor.to_le_bytes());
         b.extend_from_slice(&(self.tables.len() as u32).to_le_bytes());
         debug_assert_eq!(b.len(), HEADER_BYTES);
         for t in &self.tables {
@@ -272,7 +274,7 @@ impl Manifest {
         let generation = r.u64()?;
         let next_table_id = r.u64()?;
         let log_segment_floor = r.u64()?;
-        let lww_clock_floor = if version == FORMAT_VERSION_V1 {
+        let clock_floor = if version == FORMAT_VERSION_V1 {
             0
         } else {
             r.u64()?
@@ -296,7 +298,7 @@ impl Manifest {
             next_table_id,
             tables,
             log_segment_floor,
-            lww_clock_floor,
+            clock_floor,
         };
         manifest.check_invariants()?;
         Ok(manifest)
@@ -482,7 +484,7 @@ mod tests {
             next_table_id: 8,
             tables: vec![table(7, b"a", b"b")],
             log_segment_floor: 5,
-            lww_clock_floor: 9,
+            clock_floor: 9,
         }
     }
 
@@ -540,7 +542,7 @@ mod tests {
         assert_eq!(
             v1,
             Manifest {
-                lww_clock_floor: 0,
+                clock_floor: 0,
                 ..example()
             }
         );
@@ -689,7 +691,7 @@ mod tests {
             any::<u64>(),
             proptest::collection::vec(t, 0..8),
         )
-            .prop_map(|(generation, log_segment_floor, lww_clock_floor, raw)| {
+            .prop_map(|(generation, log_segment_floor, clock_floor, raw)| {
                 let tables: Vec<TableMeta> = raw
                     .into_iter()
                     .enumerate()
@@ -710,7 +712,7 @@ mod tests {
                     next_table_id: tables.len() as u64 * 3 + 1,
                     tables,
                     log_segment_floor,
-                    lww_clock_floor,
+                    clock_floor,
                 }
             })
     }

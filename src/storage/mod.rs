@@ -21,7 +21,7 @@ pub mod sstable;
 
 use std::path::PathBuf;
 
-pub use engine::{Engine, EngineConfig, EngineStats};
+pub use engine::{ClockPruning, Engine, EngineConfig, EngineStats};
 pub use memtable::Memtable;
 
 use crate::protocol::Status;

@@ -18,7 +18,7 @@
 //! | offset | size | field       | type | meaning                                      |
 //! |--------|------|-------------|------|----------------------------------------------|
 //! | 0      | 8    | node_id     | u64  | strictly greater than the previous entry's   |
-//! | 8      | 8    | counter     | u64  | events of the node seen, `1..=`[`COUNTER_MAX`] |
+//! | 8      | 8    | counter     | u64  | dots `(node, 1..=counter)` seen, `1..=`[`COUNTER_MAX`] |
 //! | 16     | 2    | value_count | u16  | values that follow, `<= counter`             |
 //! | 18     | …    | values      |      | `value_count` × value, newest first          |
 //!

@@ -7,7 +7,7 @@
 //! | 0             | 1    | format    | u8   | [`CONTEXT_FORMAT`] (= 1)                 |
 //! | 1             | 2    | count     | u16  | number of pairs that follow              |
 //! | 3 + 16·i      | 8    | node_id   | u64  | pair `i`: node id, strictly increasing   |
-//! | 3 + 16·i + 8  | 8    | counter   | u64  | pair `i`: events seen, `1..=`[`CONTEXT_COUNTER_MAX`] |
+//! | 3 + 16·i + 8  | 8    | counter   | u64  | pair `i`: dots `1..=counter` seen, `1..=`[`CONTEXT_COUNTER_MAX`] |
 //!
 //! Total `3 + 16 · count` bytes, nothing after. The empty byte string is also the
 //! empty context: a client that has no context sends zero bytes. Every other input is

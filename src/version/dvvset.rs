@@ -68,8 +68,16 @@ impl VersionSet {
     /// The coordinator's write (`dvvset:update(dvvset:new(Context, Value), Stored, Node)`).
     ///
     /// Stored versions the `context` covers are superseded and dropped; the ones it does
-    /// not cover stay as siblings; `value` gets the dot `(node, next counter of node)`.
-    /// An empty context covers nothing: the write is concurrent with everything stored.
+    /// not cover stay as siblings; `value` gets the next dot of `node`. An empty context
+    /// covers nothing: the write is concurrent with everything stored.
+    ///
+    /// The dot's counter is `counter + 1` while `node`'s entry still holds values (they
+    /// are a contiguous run of dots), and `max(counter + 1, fresh)` when it holds none
+    /// or `node` has no entry. `fresh` comes from a clock of the coordinating shard that
+    /// stays above every counter it ever minted (the engine's; 0 in models that never
+    /// prune). That is what makes [`VersionSet::prune`] safe: a node whose entry was
+    /// pruned, even from its own copy, never mints a dot it minted before
+    /// (`prune.rs`).
     ///
     /// `stored` must be `node`'s own replica of the key (module doc: dots are unique).
     pub fn coordinate(
@@ -77,6 +85,7 @@ impl VersionSet {
         context: &Context,
         value: Versioned,
         node: NodeId,
+        fresh: u64,
     ) -> VersionSet {
         // The context as a set that has seen its events and holds none of their values:
         // syncing it into `stored` drops exactly the covered values.
@@ -93,7 +102,7 @@ impl VersionSet {
             anonymous: Vec::new(),
         };
         let mut next = seen.sync(stored);
-        next.record_event(node, value);
+        next.record_event(node, value, fresh);
         next.debug_assert_invariants();
         next
     }
@@ -132,31 +141,42 @@ impl VersionSet {
     /// The largest last-write-wins clock this set has seen (0 if none): what a shard's
     /// clock must stay above.
     pub fn last_write_clock(&self) -> u64 {
-        self.entries
-            .first()
-            .filter(|e| e.node == LWW_NODE)
-            .map_or(0, |e| e.counter)
+        self.counter_of(LWW_NODE)
     }
 
-    /// Gives `value` the next dot of `node`.
-    fn record_event(&mut self, node: NodeId, value: Versioned) {
+    /// Gives `value` the next dot of `node` (see [`VersionSet::coordinate`] for `fresh`).
+    fn record_event(&mut self, node: NodeId, value: Versioned, fresh: u64) {
         match self.entries.binary_search_by_key(&node, |e| e.node) {
             Ok(i) => {
                 let entry = &mut self.entries[i];
                 // Counters are at most `COUNTER_MAX` (decoders check it) plus the writes
                 // made since: far from overflow.
-                entry.counter = entry.counter.checked_add(1).expect("counter overflow");
+                let next = entry.counter.checked_add(1).expect("counter overflow");
+                // A jump is only allowed over an empty run: the values held are the
+                // dots just below the counter, and moving it would rename them.
+                entry.counter = if entry.values.is_empty() {
+                    next.max(fresh)
+                } else {
+                    next
+                };
                 entry.values.insert(0, value);
             }
             Err(i) => self.entries.insert(
                 i,
                 Entry {
                     node,
-                    counter: 1,
+                    counter: fresh.max(1),
                     values: vec![value],
                 },
             ),
         }
+    }
+
+    /// Events of `node` this set has seen (0: none, or its entry was pruned).
+    pub fn counter_of(&self, node: NodeId) -> u64 {
+        self.entries
+            .binary_search_by_key(&node, |e| e.node)
+            .map_or(0, |i| self.entries[i].counter)
     }
 
     /// Merges two replicas' sets of the same key (`dvvset:sync/2`): the result has seen

@@ -39,8 +39,10 @@
 //! [`VersionSet::coordinate`], from the counter of the set passed as `stored`; so
 //! `stored` must be the coordinating node's own, durable replica of the key (never an
 //! empty stand-in, never another node's copy). Node ids are random per data directory
-//! (DESIGN.md §5), so a wiped disk never reuses counters. Everything below (the merge
-//! laws included) assumes this.
+//! (DESIGN.md §5), so a wiped disk never reuses counters. A node whose entry holds no
+//! values takes its next counter from its shard's clock (microseconds, above every
+//! counter it minted), so even an entry dropped by [`VersionSet::prune`] is never
+//! counted again. Everything below (the merge laws included) assumes this.
 //!
 //! # The context is opaque
 //!
@@ -87,10 +89,13 @@
 //!   ([`VersionSet::sync`], with its laws) and the comparisons.
 //! - `context.rs`: [`Context`] and its format.
 //! - `codec.rs`: the byte layout of a [`VersionSet`] (drawn there) and its decoder.
+//! - `prune.rs`: [`Pruning`], the rule that bounds a key's clock (DESIGN.md §5), and
+//!   why it loses no write.
 
 mod codec;
 mod context;
 mod dvvset;
+mod prune;
 
 #[cfg(test)]
 mod proptests;
@@ -102,6 +107,7 @@ use bytes::Bytes;
 pub use codec::{COUNTER_MAX, COUNT_MAX, VALUE_BYTES_MAX};
 pub use context::{Context, CONTEXT_COUNTER_MAX, CONTEXT_FORMAT};
 pub use dvvset::{Causality, VersionSet, LWW_NODE};
+pub use prune::Pruning;
 
 /// A node's identity in dots: random, created on the node's first start and kept in its
 /// data directory (DESIGN.md §5).

@@ -26,6 +26,10 @@ enum Op {
     /// A read at the replicas in `mask`: their merged set becomes a snapshot, so that
     /// later writes can carry its context.
     Read { mask: u8 },
+    /// Replica `at` prunes its set as if the key's replicas were the nodes in `mask`
+    /// (a ring change), dropping every valueless entry of the others at once, whatever
+    /// its age: the age test keeps precision, not writes.
+    Prune { at: usize, mask: u8 },
 }
 
 /// What the reference model knows of one write.
@@ -39,17 +43,21 @@ struct WriteRecord {
 
 struct History {
     replicas: Vec<VersionSet>,
+    /// Each node's shard clock, as the engine keeps it: above every counter it minted.
+    clocks: Vec<u64>,
     /// Every set seen along the way: replica states after each op, and reads.
     snapshots: Vec<VersionSet>,
     writes: Vec<WriteRecord>,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// An op; `Prune` with weight `prune_weight` (0: histories without pruning).
+fn op(prune_weight: u32) -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..NODES, proptest::option::weighted(0.7, any::<Index>()), proptest::bool::weighted(0.2))
             .prop_map(|(node, context, tombstone)| Op::Write { node, context, tombstone }),
         3 => (0..NODES, 0..NODES).prop_map(|(into, from)| Op::Sync { into, from }),
         2 => (1u8..(1 << NODES)).prop_map(|mask| Op::Read { mask }),
+        prune_weight => (0..NODES, 0u8..(1 << NODES)).prop_map(|(at, mask)| Op::Prune { at, mask }),
     ]
 }
 
@@ -63,12 +71,18 @@ fn node_ids() -> impl Strategy<Value = Vec<NodeId>> {
 /// A history as the node ids and the ops (what a failing case prints and shrinks);
 /// [`run`] plays it.
 fn history() -> impl Strategy<Value = (Vec<NodeId>, Vec<Op>)> {
-    (node_ids(), proptest::collection::vec(op(), 1..48))
+    (node_ids(), proptest::collection::vec(op(0), 1..48))
+}
+
+/// A history in which replicas also prune their sets.
+fn pruned_history() -> impl Strategy<Value = (Vec<NodeId>, Vec<Op>)> {
+    (node_ids(), proptest::collection::vec(op(2), 1..64))
 }
 
 fn run(ids: &[NodeId], ops: &[Op]) -> History {
     let mut h = History {
         replicas: vec![VersionSet::empty(); NODES],
+        clocks: vec![0; NODES],
         snapshots: vec![VersionSet::empty()],
         writes: Vec::new(),
     };
@@ -88,8 +102,11 @@ fn run(ids: &[NodeId], ops: &[Op]) -> History {
                     timestamp_us,
                     value,
                 };
-                let set = VersionSet::coordinate(&h.replicas[node], &context, v, ids[node]);
-                let dot = (ids[node], set.context().counter(ids[node]));
+                // The engine's tick: wall clock (here 10 per op) or last + 1.
+                let fresh = (10 * h.snapshots.len() as u64).max(h.clocks[node] + 1);
+                let set = VersionSet::coordinate(&h.replicas[node], &context, v, ids[node], fresh);
+                let dot = (ids[node], set.counter_of(ids[node]));
+                h.clocks[node] = fresh.max(dot.1);
                 h.writes.push(WriteRecord {
                     timestamp_us,
                     dot,
@@ -105,6 +122,18 @@ fn run(ids: &[NodeId], ops: &[Op]) -> History {
             Op::Read { mask } => (0..NODES)
                 .filter(|i| mask & (1 << i) != 0)
                 .fold(VersionSet::empty(), |acc, i| acc.sync(&h.replicas[i])),
+            Op::Prune { at, mask } => {
+                let kept: Vec<NodeId> = (0..NODES)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| ids[i])
+                    .collect();
+                let rule = Pruning {
+                    replicas: &kept,
+                    before: u64::MAX,
+                };
+                h.replicas[at].prune(&rule);
+                h.replicas[at].clone()
+            }
         };
         h.snapshots.push(snapshot);
     }
@@ -215,6 +244,26 @@ proptest! {
         prop_assert_eq!(timestamps(&all), expected);
         for r in &h.replicas {
             prop_assert!(all.descends(r));
+        }
+    }
+
+    /// Pruning loses precision, never a write: after every replica has synced with
+    /// every other, each write that no context covered is still there (superseded
+    /// ones may be back as siblings), and no dot was minted twice.
+    #[test]
+    fn pruning_never_loses_a_write((ids, ops) in pruned_history()) {
+        let h = run(&ids, &ops);
+        let all = h.replicas.iter().fold(VersionSet::empty(), |acc, r| acc.sync(r));
+        let survivors = timestamps(&all);
+        for w in &h.writes {
+            let (node, counter) = w.dot;
+            let covered = h.writes.iter().any(|later| later.context.counter(node) >= counter);
+            prop_assert!(covered || survivors.contains(&w.timestamp_us), "write {} lost", w.timestamp_us);
+        }
+        let dots: BTreeSet<_> = h.writes.iter().map(|w| w.dot).collect();
+        prop_assert_eq!(dots.len(), h.writes.len(), "a dot was minted twice");
+        for set in &h.snapshots {
+            prop_assert_eq!(&VersionSet::decode(&Bytes::from(set.encode())).unwrap().0, set);
         }
     }
 

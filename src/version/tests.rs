@@ -37,7 +37,7 @@ fn strings(set: &VersionSet) -> Vec<String> {
 }
 
 fn write(stored: &VersionSet, ctx: &Context, v: Versioned, node: NodeId) -> VersionSet {
-    VersionSet::coordinate(stored, ctx, v, node)
+    VersionSet::coordinate(stored, ctx, v, node, 0)
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn anonymous_values_follow_the_newer_clock_or_are_united() {
     assert_eq!(old.sync(&side).anonymous, united);
     assert_eq!(side.sync(&old).anonymous, united);
     // A write keeps the anonymous values its sync kept.
-    let written = VersionSet::coordinate(&side, &Context::empty(), val(3, "w"), A);
+    let written = VersionSet::coordinate(&side, &Context::empty(), val(3, "w"), A, 0);
     assert_eq!(written.anonymous, [val(0, "side"), val(1, "old")]);
     assert_eq!(written.value_count(), 3);
 }
@@ -487,4 +487,76 @@ fn last_write_ties_between_coordinators_merge_to_one_winner_either_way() {
             .unwrap()[..],
         b"later"
     );
+}
+
+/// A set with the given entries and no anonymous values.
+fn set_of(entries: Vec<Entry>) -> VersionSet {
+    let set = VersionSet {
+        entries,
+        anonymous: Vec::new(),
+    };
+    set.assert_invariants();
+    set
+}
+
+#[test]
+fn a_node_entry_without_values_jumps_to_the_fresh_counter() {
+    // No entry: the first dot is the fresh counter.
+    let first = VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), val(1, "a"), A, 500);
+    assert_eq!(first.counter_of(A), 500);
+    // A's entry holds a value: the run must stay contiguous, so + 1 whatever `fresh`.
+    let sibling = VersionSet::coordinate(&first, &Context::empty(), val(2, "b"), A, 900);
+    assert_eq!(sibling.counter_of(A), 501);
+    assert_eq!(strings(&sibling), ["a", "b"]);
+    // B supersedes both: A's entry holds no values, so A's next dot may jump.
+    let resolved = VersionSet::coordinate(&sibling, &sibling.context(), val(3, "c"), B, 7);
+    assert_eq!(resolved.counter_of(B), 7);
+    let jumped = VersionSet::coordinate(&resolved, &Context::empty(), val(4, "d"), A, 900);
+    assert_eq!(jumped.counter_of(A), 900);
+    assert_eq!(strings(&jumped), ["c", "d"]);
+    // A fresh counter below the entry's is no jump at all.
+    let low = VersionSet::coordinate(&resolved, &resolved.context(), val(5, "e"), A, 3);
+    assert_eq!(low.counter_of(A), 502);
+    assert_eq!(strings(&low), ["e"]);
+}
+
+#[test]
+fn prune_drops_only_old_valueless_entries_of_nodes_that_are_not_replicas() {
+    let mut set = set_of(vec![
+        entry(LWW_NODE, 5, vec![]),
+        entry(A, 5, vec![]),          // a replica: kept
+        entry(B, 5, vec![]),          // not a replica, old, no values: dropped
+        entry(C, 50, vec![]),         // not a replica, no values, but young: kept
+        entry(40, 5, vec![val(1, "x")]), // not a replica, old, but holds a value: kept
+    ]);
+    let before = set.clone();
+    assert_eq!(set.prune(&Pruning::NONE), 0);
+    assert_eq!(set, before);
+    let rule = Pruning::older_than(&[A], 100, 90);
+    assert_eq!(rule.before, 10);
+    assert_eq!(set.prune(&rule), 1);
+    let nodes: Vec<NodeId> = set.entries.iter().map(|e| e.node).collect();
+    assert_eq!(nodes, [LWW_NODE, A, C, 40]);
+    assert_eq!(strings(&set), ["x"]);
+    // Pruning again changes nothing.
+    assert_eq!(set.prune(&rule), 0);
+}
+
+#[test]
+fn a_pruned_entry_brings_back_a_stale_sibling_but_never_hides_a_new_write() {
+    // A wrote "old"; B superseded it; A stopped being a replica and was pruned.
+    let a = VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), val(1, "old"), A, 10);
+    let mut b = VersionSet::coordinate(&a, &a.context(), val(2, "new"), B, 20);
+    b.prune(&Pruning::older_than(&[B, C], 1_000, 0));
+    assert_eq!(b.counter_of(A), 0);
+    // A stale copy that still holds "old": the documented loss of precision.
+    assert_eq!(strings(&b.sync(&a)), ["new", "old"]);
+    // A coordinates again from its own copy, which had pruned its entry too: the dot
+    // jumps above anything A minted, so no copy's floor can cover it.
+    let mut own = b.clone();
+    own.prune(&Pruning::older_than(&[B, C], 1_000, 0));
+    let again = VersionSet::coordinate(&own, &Context::empty(), val(3, "again"), A, 30);
+    assert_eq!(again.counter_of(A), 30);
+    let everywhere = again.sync(&b).sync(&b.sync(&a));
+    assert!(strings(&everywhere).contains(&"again".to_string()));
 }

@@ -12,7 +12,7 @@ fn put(stored: &VersionSet, context: &Context, value: &'static str, node: NodeId
         timestamp_us: 1,
         value: Some(Bytes::from_static(value.as_bytes())),
     };
-    VersionSet::coordinate(stored, context, v, node)
+    VersionSet::coordinate(stored, context, v, node, 0)
 }
 
 fn values(set: &VersionSet) -> Vec<&[u8]> {

@@ -24,11 +24,12 @@
 //! Two duties stay with the caller: (1) purge only when the compaction's inputs hold
 //! every version of the key on this shard (all tables, or none of the others may hold
 //! the key — key ranges or bloom filters), or an older value in a table left out comes
-//! back; (2) dropping the set also drops its causal history: a later write coordinated
-//! here starts the node's counter for the key again at 1. That dot may already be known
-//! to a replica still holding the tombstone's history, which would then treat the new
-//! write as seen. `replicas_confirmed` must therefore mean that every replica purges
-//! (or has purged) the same history, as Riak's tombstone reaping requires.
+//! back; (2) dropping the set also drops its causal history. A later write coordinated
+//! here takes its counter from the shard's clock, above every counter the shard gave
+//! out (`VersionSet::coordinate`), so no replica still holding the tombstone's history
+//! can take the new write for one it has seen; but other nodes' entries are gone from
+//! this copy, so `replicas_confirmed` must still mean that every replica holds the
+//! tombstone (or purged it), or their copies bring the deleted values back.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;

@@ -74,7 +74,7 @@ async fn flush(core: &Rc<Core>, generation: &Rc<Generation>) -> Result<(), Stora
     let mut out = core.tables.create().await?;
     let mut last: Option<Bytes> = None;
     loop {
-        let step: Vec<(Bytes, VersionSet)> = generation
+        let mut step: Vec<(Bytes, VersionSet)> = generation
             .table
             .borrow()
             .iter_after(last.as_ref())
@@ -83,7 +83,8 @@ async fn flush(core: &Rc<Core>, generation: &Rc<Generation>) -> Result<(), Stora
             .collect();
         let Some((key, _)) = step.last() else { break };
         last = Some(key.clone());
-        for (key, versions) in &step {
+        for (key, versions) in &mut step {
+            core.prune_clock(key, versions);
             if let Err(e) = out.add(key, versions).await {
                 out.abandon().await;
                 return Err(e);
@@ -124,7 +125,7 @@ async fn commit(
         .tables
         .commit(|m| {
             edit(m);
-            m.lww_clock_floor = m.lww_clock_floor.max(clock);
+            m.clock_floor = m.clock_floor.max(clock);
         })
         .await;
     if let Err(e) = &stored {
@@ -196,6 +197,9 @@ pub async fn compact(core: &Rc<Core>, ids: Option<Vec<u64>>) -> Result<(), Stora
             let purge = purgeable(versions, now_us, core.gc_grace_us, true)
                 && !others.iter().any(|t| may_hold(t, key));
             purged += u64::from(purge);
+            if !purge {
+                core.prune_clock(key, versions);
+            }
             !purge
         },
         &mut out,
@@ -234,7 +238,7 @@ async fn merge_into(
     inputs: &[Rc<Table>],
     closing: &std::cell::Cell<bool>,
     pace: &Pace<impl Fn() -> bool>,
-    mut keep: impl FnMut(&[u8], &VersionSet) -> bool,
+    mut keep: impl FnMut(&[u8], &mut VersionSet) -> bool,
     out: &mut TableOut,
 ) -> Result<(), StorageError> {
     let buffers: Vec<Buffer> = inputs.iter().map(|_| Buffer::default()).collect();
@@ -243,10 +247,10 @@ async fn merge_into(
     let mut merge = MergeIter::new(buffers.clone());
     loop {
         refill(inputs, &mut scans, &buffers, pace).await?;
-        let Some((key, versions)) = merge.next() else {
+        let Some((key, mut versions)) = merge.next() else {
             return Ok(());
         };
-        if keep(&key, &versions) {
+        if keep(&key, &mut versions) {
             out.add(&key, &versions).await?;
         }
         glommio::yield_if_needed().await;

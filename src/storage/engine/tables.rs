@@ -93,8 +93,8 @@ impl Tables {
     }
 
     /// Every last-write-wins clock in the live tables is at most this.
-    pub fn lww_clock_floor(&self) -> u64 {
-        self.manifest.borrow().lww_clock_floor
+    pub fn clock_floor(&self) -> u64 {
+        self.manifest.borrow().clock_floor
     }
 
     /// Whether any live table may hold `key` (key range and filter).

@@ -13,6 +13,7 @@ use super::*;
 use crate::test_support::{run, temp_dir as test_dir};
 
 mod lww;
+mod pruning;
 mod replica;
 
 /// Small memtables and eager compaction, so that a few dozen writes exercise flushes

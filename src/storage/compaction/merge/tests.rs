@@ -15,7 +15,7 @@ fn write(stored: &VersionSet, node: usize, ts: u64, tombstone: bool) -> VersionS
         value: (!tombstone).then(|| Bytes::from(ts.to_string())),
     };
     // With the stored context: supersedes what this replica holds.
-    VersionSet::coordinate(stored, &stored.context(), value, NODE_IDS[node])
+    VersionSet::coordinate(stored, &stored.context(), value, NODE_IDS[node], 0)
 }
 
 fn k(s: &'static str) -> Bytes {

@@ -128,7 +128,7 @@ fn a_write_after_restart_beats_flushed_data_even_with_an_earlier_wall_clock() {
         engine.close().await.unwrap();
         drop(engine);
         let manifest = crate::storage::manifest::Manifest::load(dir.path()).unwrap();
-        assert!(manifest.lww_clock_floor >= late, "{manifest:?}");
+        assert!(manifest.clock_floor >= late, "{manifest:?}");
 
         let engine = open_with(config.clone()).await;
         let written = engine

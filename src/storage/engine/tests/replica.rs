@@ -17,7 +17,7 @@ fn coordinated(stored: &VersionSet, value: &[u8], node: NodeId, blind: bool) -> 
         timestamp_us: 5,
         value: Some(Bytes::copy_from_slice(value)),
     };
-    VersionSet::coordinate(stored, &context, versioned, node)
+    VersionSet::coordinate(stored, &context, versioned, node, 0)
 }
 
 #[test]
