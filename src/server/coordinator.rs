@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::membership::Snapshot;
 use crate::protocol::{
     encode_error_response, encode_response, Request, Response, ResponseBody, Status,
 };
 use crate::replication::quorum::{Progress, ReadQuorum, WriteQuorum};
 use crate::replication::{needed, Consistency};
-use crate::membership::Snapshot;
 use crate::ring::cluster::{NodeId, Replica};
 use crate::version::{now_us, Context, Pruning, VersionSet};
 
@@ -78,7 +78,10 @@ pub(super) fn clock_pruning(
             .iter()
             .map(|r| r.node_id)
             .collect();
-        versions.prune(&Pruning { replicas: &ids, ..rule })
+        versions.prune(&Pruning {
+            replicas: &ids,
+            ..rule
+        })
     })
 }
 

@@ -502,7 +502,8 @@ fn set_of(entries: Vec<Entry>) -> VersionSet {
 #[test]
 fn a_node_entry_without_values_jumps_to_the_fresh_counter() {
     // No entry: the first dot is the fresh counter.
-    let first = VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), val(1, "a"), A, 500);
+    let first =
+        VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), val(1, "a"), A, 500);
     assert_eq!(first.counter_of(A), 500);
     // A's entry holds a value: the run must stay contiguous, so + 1 whatever `fresh`.
     let sibling = VersionSet::coordinate(&first, &Context::empty(), val(2, "b"), A, 900);
@@ -524,9 +525,9 @@ fn a_node_entry_without_values_jumps_to_the_fresh_counter() {
 fn prune_drops_only_old_valueless_entries_of_nodes_that_are_not_replicas() {
     let mut set = set_of(vec![
         entry(LWW_NODE, 5, vec![]),
-        entry(A, 5, vec![]),          // a replica: kept
-        entry(B, 5, vec![]),          // not a replica, old, no values: dropped
-        entry(C, 50, vec![]),         // not a replica, no values, but young: kept
+        entry(A, 5, vec![]),             // a replica: kept
+        entry(B, 5, vec![]),             // not a replica, old, no values: dropped
+        entry(C, 50, vec![]),            // not a replica, no values, but young: kept
         entry(40, 5, vec![val(1, "x")]), // not a replica, old, but holds a value: kept
     ]);
     let before = set.clone();
@@ -545,7 +546,13 @@ fn prune_drops_only_old_valueless_entries_of_nodes_that_are_not_replicas() {
 #[test]
 fn a_pruned_entry_brings_back_a_stale_sibling_but_never_hides_a_new_write() {
     // A wrote "old"; B superseded it; A stopped being a replica and was pruned.
-    let a = VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), val(1, "old"), A, 10);
+    let a = VersionSet::coordinate(
+        &VersionSet::empty(),
+        &Context::empty(),
+        val(1, "old"),
+        A,
+        10,
+    );
     let mut b = VersionSet::coordinate(&a, &a.context(), val(2, "new"), B, 20);
     b.prune(&Pruning::older_than(&[B, C], 1_000, 0));
     assert_eq!(b.counter_of(A), 0);
