@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub vnodes_per_shard: usize,
     /// Pin each shard to a core (off in tests so many executors fit on 2 cores).
     pub pin_cores: bool,
+    /// The cores pinned shards run on, shard `i` on `cpus[i % len]` (empty: shard `i`
+    /// on core `i mod cores`). A benchmark keeps the server off its clients' cores.
+    pub cpus: Vec<usize>,
     /// How long a pinned shard with nothing to run keeps polling its rings and inbox
     /// before it sleeps (0: sleep at once). An unpinned shard always sleeps at once.
     pub idle_poll_us: u64,
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             // while the ring stays small enough to send in a SHARD_MAP frame.
             vnodes_per_shard: 16,
             pin_cores: true,
+            cpus: Vec::new(),
             // Seastar's default idle poll. A disk read completes about 50 µs after it is
             // sent; a shard that sleeps meanwhile pays the sleep and the wake-up (on a
             // virtual machine, ~10 µs more per read than polling: perf/README.md). 200 µs
@@ -180,6 +184,12 @@ impl ServerConfig {
             return Err(format!(
                 "--port {} leaves no room for {} shard ports after it",
                 self.port, self.shards
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(cpu) = self.cpus.iter().find(|&&c| c >= cores) {
+            return Err(format!(
+                "--cpus names core {cpu}, but this machine has cores 0..{cores}"
             ));
         }
         if self.vnodes_per_shard == 0 || self.vnodes_per_shard > 1024 {

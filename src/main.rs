@@ -162,6 +162,10 @@ struct ServerArgs {
     /// Shards (executors, one per core); default: the cores available
     #[arg(long)]
     shards: Option<usize>,
+    /// Cores the shards are pinned to, in shard order, e.g. `1` or `1,0` (shard i on
+    /// the (i mod len)-th); default: shard i on core i
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
     #[arg(long, value_enum, default_value = "batch")]
     sync: SyncArg,
     #[arg(long, default_value_t = 10)]
@@ -564,6 +568,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         shards: args.shards.unwrap_or(defaults.shards),
         vnodes_per_shard: args.vnodes_per_shard.unwrap_or(defaults.vnodes_per_shard),
         pin_cores: !args.cores.no_pin,
+        cpus: args.cpus,
         idle_poll_us: args.cores.idle_poll_us,
         sync: sync_policy(args.sync, args.sync_period_ms),
         conflicts: args.conflicts.into(),

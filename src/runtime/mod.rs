@@ -126,7 +126,10 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
             control: if shard == 0 { control.take() } else { None },
             serve: serve_rx.clone(),
         };
-        let cpu = config.pin_cores.then(|| shard % num_cpus());
+        let cpu = config.pin_cores.then(|| match &config.cpus[..] {
+            [] => shard % num_cpus(),
+            cpus => cpus[shard % cpus.len()],
+        });
         let idle_poll = Duration::from_micros(config.idle_poll_us);
         let handle = executor(&format!("shard-{shard}"), cpu, idle_poll, io_memory)
             .spawn(move || crate::server::run_shard(setup))
