@@ -19,9 +19,10 @@ use super::{NodeId, VersionError};
 /// The only context format this server writes and reads.
 pub const CONTEXT_FORMAT: u8 = 1;
 
-/// Largest counter a client's context may carry: 2^62. Stored counters only grow by one
-/// per write, so a context at the limit still leaves 2^62 writes before a stored set
-/// reaches [`super::COUNTER_MAX`] (2^63); no client can push a key toward overflow.
+/// Largest counter a client's context may carry: 2^62. Stored counters grow by one per
+/// write, or jump to the shard's clock (microseconds since the epoch, about 2^51), so a
+/// context at the limit still leaves 2^62 writes before a stored set reaches
+/// [`super::COUNTER_MAX`] (2^63); no client can push a key toward overflow.
 pub const CONTEXT_COUNTER_MAX: u64 = 1 << 62;
 
 const FORMAT_OFFSET: usize = 0;
