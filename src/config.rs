@@ -186,7 +186,8 @@ impl ServerConfig {
                 self.port, self.shards
             ));
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Cores online, not the ones this process may run on: `taskset` narrows those.
+        let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
         if let Some(cpu) = self.cpus.iter().find(|&&c| c >= cores) {
             return Err(format!(
                 "--cpus names core {cpu}, but this machine has cores 0..{cores}"
