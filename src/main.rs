@@ -814,7 +814,10 @@ fn write_outputs(args: &BenchArgs, report: &loadgen::report::BenchReport) -> any
         if report.sweep.is_some() {
             for run in &report.runs {
                 let rate = run.offered_ops_per_sec.unwrap_or(0.0);
-                write(&step_path(path, rate), loadgen::report::hgrm(&run.stats.all()))?;
+                write(
+                    &step_path(path, rate),
+                    loadgen::report::hgrm(&run.stats.all()),
+                )?;
             }
         } else if let Some(run) = report.runs.last() {
             write(path, loadgen::report::hgrm(&run.stats.all()))?;
@@ -824,7 +827,10 @@ fn write_outputs(args: &BenchArgs, report: &loadgen::report::BenchReport) -> any
         write(path, serde_json::to_string_pretty(&report.json())? + "\n")?;
     }
     if let Some(path) = &args.plot {
-        write(path, loadgen::plot::svg(report).map_err(anyhow::Error::msg)?)?;
+        write(
+            path,
+            loadgen::plot::svg(report).map_err(anyhow::Error::msg)?,
+        )?;
     }
     Ok(())
 }

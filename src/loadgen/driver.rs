@@ -12,7 +12,7 @@
 //! recorded (coordinated-omission correction, as in wrk2).
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -57,10 +57,16 @@ pub struct ThreadResult {
 pub async fn run_thread(options: BenchOptions, plan: ThreadPlan) -> Result<ThreadResult, String> {
     let mut stores = Vec::new();
     for _ in 0..plan.connections {
-        stores.push(Rc::new(Store::connect(&options.target, options.ringkv).await?));
+        stores.push(Rc::new(
+            Store::connect(&options.target, options.ringkv).await?,
+        ));
     }
     let start = Instant::now();
-    let warmup = if plan.load_phase { Duration::ZERO } else { options.warmup };
+    let warmup = if plan.load_phase {
+        Duration::ZERO
+    } else {
+        options.warmup
+    };
     let measure_from = start + warmup;
     let per_thread_ops = plan.ops.unwrap_or(u64::MAX);
     let state = Rc::new(ThreadState {
@@ -84,7 +90,7 @@ pub async fn run_thread(options: BenchOptions, plan: ThreadPlan) -> Result<Threa
     });
     let ticker = plan
         .progress
-        .map(|tx| glommio::spawn_local(tick_progress(state.clone(), tx)));
+        .map(|tx| glommio::spawn_local(tick_progress(Rc::downgrade(&state), tx)));
     let value = Rc::new(vec![b'v'; options.value_size]);
     let interval = plan
         .rate
@@ -115,7 +121,10 @@ pub async fn run_thread(options: BenchOptions, plan: ThreadPlan) -> Result<Threa
         task.await;
     }
     drop(ticker);
-    let elapsed = state.last_completion.get().saturating_duration_since(measure_from);
+    let elapsed = state
+        .last_completion
+        .get()
+        .saturating_duration_since(measure_from);
     let state = Rc::try_unwrap(state).map_err(|_| "bench state still shared".to_string())?;
     Ok(ThreadResult {
         stats: state.stats.into_inner(),
@@ -123,10 +132,14 @@ pub async fn run_thread(options: BenchOptions, plan: ThreadPlan) -> Result<Threa
     })
 }
 
-/// Sends the latencies of the last second, every second, until cancelled.
-async fn tick_progress(state: Rc<ThreadState>, tx: flume::Sender<Histogram<u64>>) {
+/// Sends the latencies of the last second, every second, until the run is over.
+/// It holds the state weakly: a cancelled task may be dropped later than the run ends.
+async fn tick_progress(state: Weak<ThreadState>, tx: flume::Sender<Histogram<u64>>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
         let interval = std::mem::replace(&mut *state.interval.borrow_mut(), new_histogram());
         if tx.send(interval).is_err() {
             return;
@@ -261,7 +274,10 @@ impl ThreadState {
 enum Pace {
     Closed,
     /// The k-th request is intended for `first + k × interval`.
-    Open { first: Instant, interval: Duration },
+    Open {
+        first: Instant,
+        interval: Duration,
+    },
 }
 
 struct Worker {
@@ -345,7 +361,8 @@ impl Worker {
             Operation::Insert => {
                 let logical = state.records + state.inserts_issued.get();
                 state.inserts_issued.set(state.inserts_issued.get() + 1);
-                self.write(state.record_index(logical), Bytes::new()).await?;
+                self.write(state.record_index(logical), Bytes::new())
+                    .await?;
                 state.inserts_acked.set(state.inserts_acked.get() + 1);
                 Ok(true)
             }

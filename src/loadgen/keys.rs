@@ -217,8 +217,14 @@ mod tests {
             plain[zipfian.next(u) as usize] += 1;
         }
         let share = top_share(&plain, 100);
-        assert!((0.45..0.62).contains(&share), "plain zipfian top 1%: {share}");
-        assert!(plain[0] > plain[1] && plain[1] > plain[10], "item 0 most popular");
+        assert!(
+            (0.45..0.62).contains(&share),
+            "plain zipfian top 1%: {share}"
+        );
+        assert!(
+            plain[0] > plain[1] && plain[1] > plain[10],
+            "item 0 most popular"
+        );
         // Scrambled: the 10^10-item zipfian hashed into 10^4 records keeps a strong skew.
         let scrambled = top_share(&counts(Distribution::Zipfian, 10_000, 200_000), 100);
         assert!(scrambled > 0.15, "scrambled zipfian top 1%: {scrambled}");
@@ -232,7 +238,11 @@ mod tests {
         let mut ranked: Vec<usize> = (0..counts.len()).collect();
         ranked.sort_unstable_by(|a, b| counts[*b].cmp(&counts[*a]));
         // The 10 hottest records are not the first 10 indexes.
-        assert!(ranked[..10].iter().any(|&i| i >= 1_000), "{:?}", &ranked[..10]);
+        assert!(
+            ranked[..10].iter().any(|&i| i >= 1_000),
+            "{:?}",
+            &ranked[..10]
+        );
     }
 
     #[test]

@@ -138,8 +138,7 @@ impl Sweep {
 
     /// The offered rates, in order.
     pub fn rates(&self) -> Vec<f64> {
-        let steps = ((self.max_ops_per_sec - self.start_ops_per_sec) / self.step_ops_per_sec
-            + 1e-9)
+        let steps = ((self.max_ops_per_sec - self.start_ops_per_sec) / self.step_ops_per_sec + 1e-9)
             .floor() as usize;
         (0..=steps)
             .map(|i| self.start_ops_per_sec + i as f64 * self.step_ops_per_sec)
@@ -234,11 +233,24 @@ fn setup(options: &BenchOptions) -> Vec<(&'static str, serde_json::Value)> {
         ("pipeline", json!(options.pipeline)),
         ("threads", json!(options.threads)),
         ("warmup_s", json!(options.warmup.as_secs_f64())),
-        ("duration_s", json!(options.duration.map(|d| d.as_secs_f64()))),
+        (
+            "duration_s",
+            json!(options.duration.map(|d| d.as_secs_f64())),
+        ),
         ("ops", json!(options.ops)),
         ("routing", json!(format!("{:?}", options.ringkv.routing))),
-        ("consistency", json!(format!("{:?}", options.ringkv.consistency))),
-        ("latency_from", json!(if load == "closed" { "send" } else { "intended send" })),
+        (
+            "consistency",
+            json!(format!("{:?}", options.ringkv.consistency)),
+        ),
+        (
+            "latency_from",
+            json!(if load == "closed" {
+                "send"
+            } else {
+                "intended send"
+            }),
+        ),
     ]
 }
 
@@ -289,7 +301,8 @@ fn run_threads(
     let (progress_tx, progress) = match options.progress && !load_phase {
         true => {
             let (tx, rx) = flume::unbounded();
-            (Some(tx), Some(std::thread::spawn(move || print_progress(rx, label))))
+            let printer = std::thread::spawn(move || print_progress(rx, threads, label));
+            (Some(tx), Some(printer))
         }
         false => (None, None),
     };
@@ -361,24 +374,30 @@ fn run_threads(
     }
 }
 
-/// The progress line: every second, the ops/s and p99 of the last second, until every
-/// client thread has ended. On a terminal the line is rewritten in place.
-fn print_progress(rx: flume::Receiver<Histogram<u64>>, label: String) {
+/// The progress line: the ops/s and p99 of the last second, printed once every client
+/// thread has sent its histogram of that second (or 1.5 s after the last line), until
+/// every thread has ended. On a terminal the line is rewritten in place.
+fn print_progress(rx: flume::Receiver<Histogram<u64>>, threads: u64, label: String) {
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut window = new_histogram();
-    let mut window_start = Instant::now();
+    let mut ticks = 0;
+    let mut printed = Instant::now();
     loop {
-        let due = window_start + Duration::from_secs(1);
+        let due = printed + Duration::from_millis(1500);
         match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-            Ok(h) => window.add(&h).expect("same bounds"),
+            Ok(h) => {
+                window.add(&h).expect("same bounds");
+                ticks += 1;
+            }
             Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => break,
         }
-        if Instant::now() < due {
+        if ticks < threads && Instant::now() < due {
             continue;
         }
-        let seconds = window_start.elapsed().as_secs_f64();
+        // Each thread's histogram covers one second.
+        let seconds = (ticks as f64 / threads as f64).max(1.0);
         let line = format!(
             "{label}{:>6.1} s {:>9.0} ops/s  p99 {:>8.3} ms",
             started.elapsed().as_secs_f64(),
@@ -392,7 +411,8 @@ fn print_progress(rx: flume::Receiver<Histogram<u64>>, label: String) {
         };
         let _ = err.flush();
         window.reset();
-        window_start = Instant::now();
+        ticks = 0;
+        printed = Instant::now();
     }
     if tty {
         let _ = writeln!(std::io::stderr());
@@ -457,7 +477,10 @@ mod tests {
     #[test]
     fn shares_add_up() {
         for (total, parts) in [(10, 3), (3, 5), (0, 2), (100_000, 7)] {
-            assert_eq!((0..parts).map(|i| share(total, parts, i)).sum::<u64>(), total);
+            assert_eq!(
+                (0..parts).map(|i| share(total, parts, i)).sum::<u64>(),
+                total
+            );
         }
     }
 }

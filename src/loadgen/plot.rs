@@ -37,7 +37,11 @@ struct Series {
 /// The report as an SVG document.
 pub fn svg(report: &BenchReport) -> Result<String, String> {
     let sweep = report.sweep.is_some();
-    let height = if sweep { CHART_HEIGHT * 2 } else { CHART_HEIGHT };
+    let height = if sweep {
+        CHART_HEIGHT * 2
+    } else {
+        CHART_HEIGHT
+    };
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (WIDTH, height)).into_drawing_area();
@@ -155,7 +159,12 @@ fn throughput_chart(
         name: name.to_string(),
         points: runs
             .iter()
-            .map(|r| (r.throughput(), r.stats.all().value_at_quantile(q) as f64 / 1e6))
+            .map(|r| {
+                (
+                    r.throughput(),
+                    r.stats.all().value_at_quantile(q) as f64 / 1e6,
+                )
+            })
             .collect(),
     };
     let series = vec![line("p50", 0.5), line("p99", 0.99), line("p99.9", 0.999)];
@@ -176,6 +185,7 @@ fn throughput_chart(
         .configure_mesh()
         .x_desc("achieved throughput (ops/s)")
         .y_desc("latency (ms)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(|e| e.to_string())?;
     draw_lines(&mut chart, series)
@@ -199,7 +209,9 @@ mod tests {
             }
             let name = |t: &str| t.split_whitespace().next().unwrap_or("").to_string();
             if let Some(closing) = tag.strip_prefix('/') {
-                let top = open.pop().unwrap_or_else(|| panic!("</{closing}> closes nothing"));
+                let top = open
+                    .pop()
+                    .unwrap_or_else(|| panic!("</{closing}> closes nothing"));
                 assert_eq!(name(top), name(closing));
             } else {
                 open.push(tag);
@@ -223,7 +235,14 @@ mod tests {
         assert_balanced(&svg);
         // One line per operation that ran, and "all"; labels are text elements.
         assert!(svg.matches("<polyline").count() >= 3, "{svg}");
-        for text in ["read", "update", "all", "99%", "latency (ms)", "Latency by percentile"] {
+        for text in [
+            "read",
+            "update",
+            "all",
+            "99%",
+            "latency (ms)",
+            "Latency by percentile",
+        ] {
             assert!(svg.contains(text), "no {text:?} in the SVG");
         }
         assert!(svg.contains("<text"));

@@ -244,9 +244,16 @@ fn sweep_table(runs: &[RunReport], sweep: &SweepOutcome) -> String {
 fn histogram_json(h: &Histogram<u64>, slow: Duration) -> Value {
     let mut map = serde_json::Map::new();
     map.insert("count".into(), json!(h.len()));
-    map.insert("mean_us".into(), json!(if h.is_empty() { 0.0 } else { h.mean() / 1e3 }));
+    map.insert(
+        "mean_us".into(),
+        json!(if h.is_empty() { 0.0 } else { h.mean() / 1e3 }),
+    );
     for (name, q) in PERCENTILES {
-        let key = if name == "p100" { "max_us".to_string() } else { format!("{name}_us") };
+        let key = if name == "p100" {
+            "max_us".to_string()
+        } else {
+            format!("{name}_us")
+        };
         map.insert(key, json!(us(h.value_at_quantile(q))));
     }
     map.insert("slow".into(), json!(slow_count(h, slow)));
@@ -295,7 +302,11 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
             out.push_str(&format!("{value:>12.digits$} {q:>2.12} {total:>10}\n"));
         }
     }
-    let (mean, stdev) = if h.is_empty() { (0.0, 0.0) } else { (h.mean(), h.stdev()) };
+    let (mean, stdev) = if h.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (h.mean(), h.stdev())
+    };
     // Sub-buckets: the power of two that holds 2 × 10^digits (HdrHistogram's rule).
     let sub_buckets = (2.0 * 10f64.powi(digits as i32)).log2().ceil().exp2() as u64;
     out.push_str(&format!(
@@ -323,8 +334,14 @@ pub(crate) mod tests {
     fn sample_stats() -> Stats {
         let mut stats = Stats::default();
         for i in 1..=10_000u64 {
-            record_ns(&mut stats.latencies[0], Duration::from_micros(100 + i % 500));
-            record_ns(&mut stats.latencies[1], Duration::from_micros(200 + i % 900));
+            record_ns(
+                &mut stats.latencies[0],
+                Duration::from_micros(100 + i % 500),
+            );
+            record_ns(
+                &mut stats.latencies[1],
+                Duration::from_micros(200 + i % 900),
+            );
         }
         record_ns(&mut stats.latencies[1], Duration::from_millis(120));
         stats
@@ -350,7 +367,10 @@ pub(crate) mod tests {
         let text = hgrm(&h);
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(header, ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]);
+        assert_eq!(
+            header,
+            ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+        );
         assert_eq!(lines.next(), Some(""));
         let mut rows = 0;
         let mut last_count = 0;
@@ -382,7 +402,11 @@ pub(crate) mod tests {
         assert_eq!(footer.len(), 3, "{text}");
         assert!(footer[0].starts_with("#[Mean    = ") && footer[0].contains("StdDeviation"));
         assert!(footer[1].contains(&format!("Total count    = {:>12}]", h.len())));
-        assert!(footer[2].contains("SubBuckets     =         2048]"), "{}", footer[2]);
+        assert!(
+            footer[2].contains("SubBuckets     =         2048]"),
+            "{}",
+            footer[2]
+        );
     }
 
     #[test]
@@ -397,11 +421,21 @@ pub(crate) mod tests {
         assert_eq!(run["ops"], 20_001);
         let ops = &run["operations"];
         for name in ["read", "update", "all"] {
-            for field in ["count", "p50_us", "p99_us", "p99_9_us", "p99_99_us", "max_us"] {
+            for field in [
+                "count",
+                "p50_us",
+                "p99_us",
+                "p99_9_us",
+                "p99_99_us",
+                "max_us",
+            ] {
                 assert!(ops[name][field].is_number(), "{name}.{field}: {ops}");
             }
         }
-        assert!(ops["insert"].is_null(), "operations that did not run are left out");
+        assert!(
+            ops["insert"].is_null(),
+            "operations that did not run are left out"
+        );
         assert_eq!(ops["update"]["slow"], 1);
         assert_eq!(ops["read"]["slow"], 0);
         assert!(ops["all"]["max_us"].as_f64().unwrap() >= 119_000.0);

@@ -88,7 +88,9 @@ pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, RespError> {
 
 fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)>, RespError> {
     if depth > DEPTH_MAX {
-        return Err(RespError::Malformed(format!("nested deeper than {DEPTH_MAX}")));
+        return Err(RespError::Malformed(format!(
+            "nested deeper than {DEPTH_MAX}"
+        )));
     }
     let Some((line, after)) = line_at(buf, at)? else {
         return Ok(None);

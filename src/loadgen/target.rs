@@ -25,7 +25,11 @@ impl Target {
         let default_port = match scheme {
             "ringkv" => crate::config::DEFAULT_PORT,
             "redis" => 6379,
-            _ => return Err(format!("{url:?}: unknown scheme {scheme:?} (ringkv or redis)")),
+            _ => {
+                return Err(format!(
+                    "{url:?}: unknown scheme {scheme:?} (ringkv or redis)"
+                ))
+            }
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
@@ -182,7 +186,12 @@ mod tests {
             Target::parse("redis://h:1/").unwrap().url(),
             "redis://h:1".to_string()
         );
-        for bad in ["127.0.0.1:7000", "http://x:1", "ringkv://:1", "redis://h:port"] {
+        for bad in [
+            "127.0.0.1:7000",
+            "http://x:1",
+            "ringkv://:1",
+            "redis://h:port",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

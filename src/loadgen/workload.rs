@@ -116,7 +116,9 @@ pub enum Workload {
     F,
     WriteOnly,
     /// `--read-ratio`: reads and updates in the given proportion.
-    Custom { read_ratio: f64 },
+    Custom {
+        read_ratio: f64,
+    },
 }
 
 impl Workload {
