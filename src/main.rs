@@ -753,7 +753,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let load = match (args.rate, &args.sweep) {
-        (Some(rate), _) if !(rate > 0.0) => bail!("--rate must be above 0"),
+        (Some(rate), _) if !rate.is_finite() || rate <= 0.0 => bail!("--rate must be above 0"),
         (Some(ops_per_sec), _) => Load::Open { ops_per_sec },
         (None, Some(text)) => Load::Sweep(
             Sweep::parse(text, Duration::from_secs_f64(args.sweep_p99_ms / 1e3))
