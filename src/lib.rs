@@ -22,9 +22,11 @@
 //!   wakes an executor glommio left asleep
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner)
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one
-//! - [`loadgen`]   `ringkv bench`: closed-loop load with latency histograms; and
-//!   `ringkv bench-engine`, one shard's engine alone, db_bench style; `ringkv
-//!   bench-disk`, glommio's O_DIRECT read against pread
+//! - [`loadgen`]   `ringkv bench`: YCSB workloads (scrambled zipfian, latest) on ringkv
+//!   or Redis (a pipelined RESP2 client), closed or open loop with latency from intended
+//!   send times, rate sweeps; summary, hgrm, JSON and SVG reports; and `ringkv
+//!   bench-engine`, one shard's engine alone, db_bench style; `ringkv bench-disk`,
+//!   glommio's O_DIRECT read against pread
 //! - [`local`]     `ringkv local --nodes 3`: a cluster of server processes on loopback
 //! - [`status`]    `ringkv status`: the cluster as one node knows it, nodetool style
 //! - [`inspect`]   `ringkv commitlog dump` / `ringkv sstable dump` for operators

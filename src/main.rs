@@ -1,5 +1,6 @@
 //! The `ringkv` command: the server, a small CLI client, and the load generator.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +11,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ringkv::client::blocking::BlockingClient;
 use ringkv::client::Routing;
 use ringkv::config::{ConflictMode, ServerConfig, SyncPolicy, DEFAULT_DATA_DIR, DEFAULT_PORT};
-use ringkv::loadgen::{self, BenchOptions};
+use ringkv::loadgen::keys::Distribution;
+use ringkv::loadgen::target::{self as bench_target, RingkvOptions};
+use ringkv::loadgen::workload::Workload;
+use ringkv::loadgen::{self, BenchOptions, Load, Sweep};
 use ringkv::protocol::Consistency;
 use ringkv::runtime;
 
@@ -124,7 +128,8 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Closed-loop load: throughput and latency percentiles
+    /// YCSB-style load on ringkv or Redis, closed or open loop (latency corrected for
+    /// coordinated omission), or a sweep of open-loop rates; percentiles, hgrm, JSON, SVG
     Bench(BenchArgs),
     /// One shard's storage engine without the network, like RocksDB's db_bench:
     /// fillrandom, readrandom, readrandom during a compaction
@@ -325,26 +330,81 @@ struct BenchDiskArgs {
     cores: BenchCoreArgs,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum WorkloadArg {
+    /// 50% read, 50% update
+    A,
+    /// 95% read, 5% update
+    B,
+    /// 100% read
+    C,
+    /// 95% read (latest records), 5% insert
+    D,
+    /// 50% read, 50% read-modify-write
+    F,
+    /// 100% update
+    WriteOnly,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DistributionArg {
+    Uniform,
+    /// YCSB's scrambled zipfian, constant 0.99
+    Zipfian,
+    /// The newest records most often (YCSB's skewed latest)
+    Latest,
+}
+
 #[derive(clap::Args)]
 struct BenchArgs {
-    #[command(flatten)]
-    target: Target,
+    /// What to load: ringkv://HOST:PORT (binary protocol) or redis://HOST:PORT (RESP2);
+    /// default ringkv://--host:--port
+    #[arg(long, conflicts_with_all = ["host", "port"])]
+    target: Option<String>,
+    /// ringkv host, when --target is not given
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// ringkv port, when --target is not given
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// YCSB core workload
+    #[arg(long, value_enum, default_value = "a", conflicts_with = "read_ratio")]
+    workload: WorkloadArg,
+    /// Instead of --workload: this fraction reads, the rest updates (uniform keys)
+    #[arg(long)]
+    read_ratio: Option<f64>,
+    /// Record choice (default: the workload's: latest for d, uniform for --read-ratio,
+    /// zipfian otherwise)
+    #[arg(long, value_enum)]
+    distribution: Option<DistributionArg>,
+    /// Records in the key space (key-0000000000 ...)
+    #[arg(long, alias = "keys", default_value_t = 100_000)]
+    records: u64,
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
     #[arg(long, default_value_t = 50)]
     connections: usize,
     /// Requests outstanding per connection
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
-    #[arg(long, default_value_t = 100_000)]
-    keys: u64,
-    #[arg(long, default_value_t = 100)]
-    value_size: usize,
-    /// Fraction of operations that are reads
-    #[arg(long, default_value_t = 0.5)]
-    read_ratio: f64,
-    /// Seconds to run
+    /// Open loop: requests scheduled at this many ops/s over all connections, latency
+    /// measured from each one's intended send time
+    #[arg(long, conflicts_with = "sweep")]
+    rate: Option<f64>,
+    /// Open-loop steps START:STEP:MAX ops/s, each --warmup + --duration long, until
+    /// saturation (achieved < 90% of offered, p99 > --sweep-p99-ms, or errors)
+    #[arg(long)]
+    sweep: Option<String>,
+    /// A sweep step with a p99 over this many milliseconds saturates
+    #[arg(long, default_value_t = 100.0)]
+    sweep_p99_ms: f64,
+    /// Seconds to run before recording (each sweep step)
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Seconds to record (each sweep step; default 10 unless --ops)
     #[arg(long)]
     duration: Option<f64>,
-    /// Operations to run (instead of --duration)
+    /// Operations to record (instead of --duration)
     #[arg(long)]
     ops: Option<u64>,
     #[arg(long, value_enum, default_value = "aware")]
@@ -355,9 +415,25 @@ struct BenchArgs {
     /// Client threads (executors)
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Write every key once before measuring
+    /// Write every record once before measuring
     #[arg(long)]
     prefill: bool,
+    /// Count the samples at or over this many milliseconds (summary and JSON)
+    #[arg(long, default_value_t = 10.0)]
+    slow_ms: f64,
+    /// Print a progress line on stderr every second even when it is not a terminal
+    #[arg(long)]
+    progress: bool,
+    /// Write the latency distribution of all operations in HdrHistogram's percentile
+    /// format (milliseconds); a sweep writes one file per step, FILE with -RATE added
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// Write the summary as JSON (per-operation percentiles in µs, sweep steps)
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG: latency by percentile; for a sweep also throughput vs latency
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -661,42 +737,117 @@ fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if !(0.0..=1.0).contains(&args.read_ratio) {
-        bail!("--read-ratio must be between 0 and 1");
+    if args.connections == 0 || args.pipeline == 0 || args.threads == 0 || args.records == 0 {
+        bail!("--connections, --pipeline, --threads and --records must be at least 1");
     }
-    if args.connections == 0 || args.pipeline == 0 || args.threads == 0 || args.keys == 0 {
-        bail!("--connections, --pipeline, --threads and --keys must be at least 1");
-    }
+    let workload = match (args.read_ratio, args.workload) {
+        (Some(r), _) if !(0.0..=1.0).contains(&r) => bail!("--read-ratio must be between 0 and 1"),
+        (Some(read_ratio), _) => Workload::Custom { read_ratio },
+        (None, WorkloadArg::A) => Workload::A,
+        (None, WorkloadArg::B) => Workload::B,
+        (None, WorkloadArg::C) => Workload::C,
+        (None, WorkloadArg::D) => Workload::D,
+        (None, WorkloadArg::F) => Workload::F,
+        (None, WorkloadArg::WriteOnly) => Workload::WriteOnly,
+    };
+    let target = match &args.target {
+        Some(url) => bench_target::Target::parse(url).map_err(anyhow::Error::msg)?,
+        None => bench_target::Target::Ringkv {
+            host: args.host.clone(),
+            port: args.port,
+        },
+    };
+    let load = match (args.rate, &args.sweep) {
+        (Some(rate), _) if !rate.is_finite() || rate <= 0.0 => bail!("--rate must be above 0"),
+        (Some(ops_per_sec), _) => Load::Open { ops_per_sec },
+        (None, Some(text)) => Load::Sweep(
+            Sweep::parse(text, Duration::from_secs_f64(args.sweep_p99_ms / 1e3))
+                .map_err(anyhow::Error::msg)?,
+        ),
+        (None, None) => Load::Closed,
+    };
     let options = BenchOptions {
-        host: args.target.host,
-        port: args.target.port,
+        target,
+        ringkv: RingkvOptions {
+            routing: match args.routing {
+                RoutingArg::Aware => Routing::ShardAware,
+                RoutingArg::Direct => Routing::Direct,
+                RoutingArg::Forward => Routing::ForceForward,
+                RoutingArg::Token => Routing::TokenAware,
+            },
+            consistency: args.consistency,
+        },
         connections: args.connections,
         pipeline: args.pipeline,
-        keys: args.keys,
+        records: args.records,
         value_size: args.value_size,
-        read_ratio: args.read_ratio,
+        workload,
+        distribution: match args.distribution {
+            None => workload.default_distribution(),
+            Some(DistributionArg::Uniform) => Distribution::Uniform,
+            Some(DistributionArg::Zipfian) => Distribution::Zipfian,
+            Some(DistributionArg::Latest) => Distribution::Latest,
+        },
+        load,
+        warmup: Duration::from_secs_f64(args.warmup.max(0.0)),
         duration: match (args.duration, args.ops) {
             (None, None) => Some(Duration::from_secs(10)),
             (d, _) => d.map(Duration::from_secs_f64),
         },
         ops: args.ops,
-        routing: match args.routing {
-            RoutingArg::Aware => Routing::ShardAware,
-            RoutingArg::Direct => Routing::Direct,
-            RoutingArg::Forward => Routing::ForceForward,
-            RoutingArg::Token => Routing::TokenAware,
-        },
-        consistency: args.consistency,
         threads: args.threads,
         prefill: args.prefill,
+        slow: Duration::from_secs_f64(args.slow_ms.max(0.0) / 1e3),
+        progress: args.progress || std::io::stderr().is_terminal(),
     };
     let report = loadgen::run(&options).map_err(anyhow::Error::msg)?;
     print!("{}", report.summary());
-    Ok(if report.errors > 0 {
+    write_outputs(&args, &report)?;
+    Ok(if report.errors() > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The --hgrm, --json and --plot files.
+fn write_outputs(args: &BenchArgs, report: &loadgen::report::BenchReport) -> anyhow::Result<()> {
+    let write = |path: &PathBuf, text: String| {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    if let Some(path) = &args.hgrm {
+        if report.sweep.is_some() {
+            for run in &report.runs {
+                let rate = run.offered_ops_per_sec.unwrap_or(0.0);
+                write(
+                    &step_path(path, rate),
+                    loadgen::report::hgrm(&run.stats.all()),
+                )?;
+            }
+        } else if let Some(run) = report.runs.last() {
+            write(path, loadgen::report::hgrm(&run.stats.all()))?;
+        }
+    }
+    if let Some(path) = &args.json {
+        write(path, serde_json::to_string_pretty(&report.json())? + "\n")?;
+    }
+    if let Some(path) = &args.plot {
+        write(
+            path,
+            loadgen::plot::svg(report).map_err(anyhow::Error::msg)?,
+        )?;
+    }
+    Ok(())
+}
+
+/// `out.hgrm` for the step at 3000 ops/s: `out-3000.hgrm`.
+fn step_path(path: &std::path::Path, rate: f64) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{rate:.0}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{rate:.0}"),
+    };
+    path.with_file_name(name)
 }
 
 /// Runs the SSTable inspector on a small glommio executor (tables are read with

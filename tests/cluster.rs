@@ -1,7 +1,7 @@
 //! Three real nodes on loopback, N = 3: quorum writes read back through every node,
 //! QUORUM keeps working with a node killed while ALL says Unavailable, blind concurrent
 //! writes become siblings that one write with the merged context resolves, and read
-//! repair brings a stale replica up to date.
+//! repair brings a stale replica up to date; every `ringkv bench` workload runs on it.
 
 mod common;
 
@@ -235,30 +235,35 @@ fn read_repair_brings_a_stale_replica_up_to_date() {
 }
 
 #[test]
-fn a_token_aware_bench_runs_against_the_cluster_without_errors() {
+fn every_bench_workload_runs_against_the_cluster_without_errors() {
     let cluster = Cluster::start("cluster-bench", 3);
-    let port = cluster.nodes[1].port.to_string();
-    for (routing, consistency) in [("token", "quorum"), ("direct", "all"), ("aware", "one")] {
+    let target = format!("ringkv://127.0.0.1:{}", cluster.nodes[1].port);
+    let cases = [
+        ("a", "token", "quorum"),
+        ("a", "direct", "all"),
+        ("a", "aware", "one"),
+        ("b", "token", "quorum"),
+        ("c", "token", "quorum"),
+        ("d", "token", "quorum"),
+        ("f", "token", "quorum"),
+        ("write-only", "direct", "quorum"),
+    ];
+    for (workload, routing, consistency) in cases {
         let out = std::process::Command::new(common::BIN)
-            .args([
-                "bench",
-                "--port",
-                &port,
-                "--keys",
-                "200",
-                "--value-size",
-                "100",
-            ])
+            .args(["bench", "--target", &target, "--workload", workload])
+            .args(["--records", "200", "--value-size", "100"])
             .args(["--connections", "4", "--ops", "400", "--prefill"])
             .args(["--routing", routing, "--consistency", consistency])
             .output()
             .unwrap();
         let printed = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{routing} {consistency}: {printed}");
+        let case = format!("{workload} {routing} {consistency}");
+        assert!(out.status.success(), "{case}: {printed}");
+        assert!(printed.contains("400 ops in "), "{case}: {printed}");
         assert!(
             printed.contains("(0 errors, 0 not found)"),
-            "{routing} {consistency}: {printed}"
+            "{case}: {printed}"
         );
     }
 }

@@ -3,11 +3,17 @@
 # integration tests (the integration tests start real `ringkv server` processes on
 # loopback ports they reserve, with data under target/, and kill them when done).
 #
-# Needs only the Rust toolchain today; packages later tests need are installed here.
+# Needs the Rust toolchain, and redis-server (tests/loadgen.rs drives a real Redis with
+# `ringkv bench --target redis://`), installed here from Debian if missing.
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+
+if ! command -v redis-server >/dev/null; then
+  printf '\n== installing redis-server\n'
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
 
 # glommio needs RLIMIT_MEMLOCK >= 512 KiB; raise the soft limit as far as allowed.
 ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true

@@ -1,144 +1,336 @@
-//! `ringkv bench`: a closed-loop load generator.
+//! `ringkv bench`: a YCSB-style load generator for ringkv and for Redis, closed or open
+//! loop, with coordinated-omission-corrected latencies; and `ringkv bench-engine`
+//! (one shard's engine alone, db_bench style) and `ringkv bench-disk`.
 //!
-//! `connections` clients (each shard-aware unless told otherwise) run `pipeline`
-//! request loops each, so `connections × pipeline` requests are outstanding at any
-//! time. Every request's latency goes into an HdrHistogram (nanoseconds, 3 significant
-//! digits) per operation type. Client executors run on `threads` threads, unpinned.
-//! Writes carry the context of the last answer this thread saw for the key (a blind
-//! write would be concurrent with everything stored and pile up siblings, as in any
-//! DVV store), so a key holds at most as many siblings as writers raced on it.
-//! Closed loop measures service time, not the latency a user at a fixed arrival rate
-//! would see (coordinated omission): the open-loop mode arrives with the full load
-//! generator.
+//! # Layout
+//!
+//! - [`target`]   `ringkv://` (the Rust client, its routing) or `redis://` ([`resp`]),
+//!   behind one read/write [`target::Store`]
+//! - [`resp`]     a pipelined RESP2 client on glommio: GET/SET, checked reply parsing
+//! - [`workload`] YCSB core workloads A, B, C, D, F and write-only as operation mixes
+//! - [`keys`]     record choice: uniform, scrambled zipfian (Gray et al., as YCSB),
+//!   latest
+//! - `driver`     one client thread: its connections, request loops and histograms
+//! - [`report`]   summary table, HdrHistogram percentile distribution, JSON
+//! - [`plot`]     the SVG: latency by percentile; throughput vs latency for a sweep
+//!
+//! # Load models
+//!
+//! - **Closed loop** (default): `connections × pipeline` request loops, each sending its
+//!   next request when the last is answered. It measures service time, and it hides
+//!   stalls: while the system is stuck, only the requests in flight wait, and the loop
+//!   sends nothing that could record the wait (coordinated omission).
+//! - **Open loop** (`--rate R`): requests are scheduled at R ops/s over all connections,
+//!   evenly spaced, whatever the system does; each request's latency runs from its
+//!   *intended* send time, so a request that had to wait behind a stall (in the server
+//!   or in the generator) counts the wait. If fewer loops are running than R × latency
+//!   needs, the generator itself falls behind and that shows as latency too, as it
+//!   would for users arriving at R/s; `unsent` counts requests still unsent 2 s after
+//!   the end.
+//! - **Sweep** (`--sweep START:STEP:MAX`): open-loop runs at START, START + STEP, ...
+//!   up to MAX ops/s, each `--warmup` + `--duration` long, stopping after the first
+//!   step that saturates: achieved throughput under 90% of offered, p99 over
+//!   `--sweep-p99-ms`, or errors.
+//!
+//! Client executors run unpinned (`Placement::Unbound`) on `threads` threads; each
+//! thread owns its connections, key chooser, contexts and histograms (nothing shared
+//! while running), and the histograms are merged when the threads end. On ringkv,
+//! writes carry the context of the last answer this thread saw for the key (a blind
+//! write would be concurrent with everything stored and pile up siblings), so a key
+//! holds at most as many siblings as writers raced on it; read-modify-write (F) reads,
+//! then writes with that read's context.
 
 pub mod disk_bench;
+mod driver;
 pub mod engine_bench;
+pub mod keys;
+pub mod plot;
+pub mod report;
+pub mod resp;
+pub mod target;
+pub mod workload;
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
-use std::time::{Duration, Instant};
-
+use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
+use serde_json::json;
 
-use crate::client::{Client, ClientError, ClientOptions, Routing};
 use crate::runtime::watchdog::{self, Liveness};
+use driver::{ThreadPlan, ThreadResult};
+use keys::{Distribution, KeyChooser};
+use report::{new_histogram, BenchReport, RunReport, Stats, SweepOutcome};
+use target::{RingkvOptions, Target};
+use workload::Workload;
+
+/// A sweep step saturates when it achieves less than this share of its offered rate.
+pub const SWEEP_ACHIEVED_MIN: f64 = 0.9;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    pub host: String,
-    pub port: u16,
+    pub target: Target,
+    /// Routing and consistency, for a ringkv target.
+    pub ringkv: RingkvOptions,
     pub connections: usize,
+    /// Requests outstanding per connection (request loops per connection).
     pub pipeline: usize,
-    /// Keys are `key-NNNNNNNNNN` for N uniform in `0..keys`.
-    pub keys: u64,
+    /// Keys are `key-NNNNNNNNNN` for N in `0..records` (plus inserts, workload D).
+    pub records: u64,
     pub value_size: usize,
-    /// Fraction of operations that are GETs, in [0, 1].
-    pub read_ratio: f64,
-    /// Stop after this long...
+    pub workload: Workload,
+    pub distribution: Distribution,
+    pub load: Load,
+    /// Run this long before recording (per sweep step).
+    pub warmup: Duration,
+    /// Record for this long (per sweep step)...
     pub duration: Option<Duration>,
-    /// ...or after this many operations (whichever is given; duration wins if both).
+    /// ...or for this many operations (duration wins if both).
     pub ops: Option<u64>,
-    pub routing: Routing,
-    /// R and W of every request.
-    pub consistency: crate::protocol::Consistency,
     pub threads: usize,
-    /// Write every key once before measuring, so reads find values.
+    /// Write every record once before measuring, so reads find values.
     pub prefill: bool,
+    /// Samples at or over this latency are counted per operation.
+    pub slow: Duration,
+    /// Print a progress line on stderr about once a second.
+    pub progress: bool,
 }
 
-/// Latencies and counts of one run.
-pub struct BenchReport {
-    pub elapsed: Duration,
-    pub gets: Histogram<u64>,
-    pub puts: Histogram<u64>,
-    pub errors: u64,
-    pub not_found: u64,
-    pub first_error: Option<String>,
+#[derive(Clone, Debug, PartialEq)]
+pub enum Load {
+    Closed,
+    Open { ops_per_sec: f64 },
+    Sweep(Sweep),
 }
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sweep {
+    pub start_ops_per_sec: f64,
+    pub step_ops_per_sec: f64,
+    pub max_ops_per_sec: f64,
+    /// A step whose p99 is over this saturates.
+    pub p99_bound: Duration,
 }
 
-impl BenchReport {
-    pub fn total_ops(&self) -> u64 {
-        self.gets.len() + self.puts.len()
-    }
-
-    pub fn throughput(&self) -> f64 {
-        self.total_ops() as f64 / self.elapsed.as_secs_f64()
-    }
-
-    /// Human-readable summary: throughput, then percentiles per operation type (µs).
-    pub fn summary(&self) -> String {
-        let mut all = self.gets.clone();
-        all.add(&self.puts).expect("same bounds");
-        let mut out = format!(
-            "{} ops in {:.2} s: {:.0} ops/s ({} errors, {} not found)\n",
-            self.total_ops(),
-            self.elapsed.as_secs_f64(),
-            self.throughput(),
-            self.errors,
-            self.not_found
-        );
-        out.push_str("op       count        p50 µs     p90 µs     p99 µs   p99.9 µs     max µs\n");
-        for (name, h) in [("get", &self.gets), ("put", &self.puts), ("all", &all)] {
-            if h.is_empty() {
-                continue;
-            }
-            let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-            out.push_str(&format!(
-                "{name:<5}{:>10} {:>13.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}\n",
-                h.len(),
-                us(0.5),
-                us(0.9),
-                us(0.99),
-                us(0.999),
-                h.max() as f64 / 1000.0
+impl Sweep {
+    /// `START:STEP:MAX` in ops/s, e.g. `1000:1000:20000`.
+    pub fn parse(text: &str, p99_bound: Duration) -> Result<Sweep, String> {
+        let parts: Vec<f64> = text
+            .split(':')
+            .map(|p| p.parse::<f64>().map_err(|_| format!("{p:?} is not a rate")))
+            .collect::<Result<_, _>>()?;
+        let [start, step, max] = parts[..] else {
+            return Err(format!("--sweep {text:?}: expected START:STEP:MAX (ops/s)"));
+        };
+        if !(start > 0.0 && step > 0.0 && max >= start) {
+            return Err(format!(
+                "--sweep {text:?}: need START > 0, STEP > 0, MAX >= START"
             ));
         }
-        if let Some(e) = &self.first_error {
-            out.push_str(&format!("first error: {e}\n"));
-        }
-        out
+        Ok(Sweep {
+            start_ops_per_sec: start,
+            step_ops_per_sec: step,
+            max_ops_per_sec: max,
+            p99_bound,
+        })
+    }
+
+    /// The offered rates, in order.
+    pub fn rates(&self) -> Vec<f64> {
+        let steps = ((self.max_ops_per_sec - self.start_ops_per_sec) / self.step_ops_per_sec + 1e-9)
+            .floor() as usize;
+        (0..=steps)
+            .map(|i| self.start_ops_per_sec + i as f64 * self.step_ops_per_sec)
+            .collect()
     }
 }
 
-/// What one client thread measured.
-struct ThreadResult {
-    gets: Histogram<u64>,
-    puts: Histogram<u64>,
-    errors: u64,
-    not_found: u64,
-    first_error: Option<String>,
+/// Why a sweep step counts as saturated, or `None` if it kept up.
+pub fn saturation(sweep: &Sweep, run: &RunReport) -> Option<String> {
+    let offered = run.offered_ops_per_sec.expect("a sweep step is open loop");
+    let achieved = run.throughput();
+    let p99 = Duration::from_nanos(run.stats.all().value_at_quantile(0.99));
+    if run.stats.errors > 0 {
+        return Some(format!("{} errors at {offered:.0} ops/s", run.stats.errors));
+    }
+    if achieved < SWEEP_ACHIEVED_MIN * offered {
+        return Some(format!(
+            "achieved {achieved:.0} ops/s of {offered:.0} offered (< {:.0}%)",
+            SWEEP_ACHIEVED_MIN * 100.0
+        ));
+    }
+    if p99 > sweep.p99_bound {
+        return Some(format!(
+            "p99 {:.2} ms over {:.2} ms at {offered:.0} ops/s",
+            p99.as_secs_f64() * 1e3,
+            sweep.p99_bound.as_secs_f64() * 1e3
+        ));
+    }
+    None
 }
 
 pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     assert!(options.connections > 0 && options.pipeline > 0 && options.threads > 0);
+    assert!(options.records > 0);
     if options.duration.is_none() && options.ops.is_none() {
         return Err("give --duration or --ops".into());
+    }
+    if matches!(options.load, Load::Sweep(_)) && options.duration.is_none() {
+        return Err("a sweep runs each step for --duration seconds; --ops is not enough".into());
     }
     if options.prefill {
         prefill(options)?;
     }
-    let threads = options.threads.min(options.connections);
-    let start = Instant::now();
+    let mut runs = Vec::new();
+    let mut sweep_outcome = None;
+    match &options.load {
+        Load::Closed => runs.push(run_once(options, None, String::new())?),
+        Load::Open { ops_per_sec } => {
+            runs.push(run_once(options, Some(*ops_per_sec), String::new())?)
+        }
+        Load::Sweep(sweep) => {
+            let rates = sweep.rates();
+            let mut stopped = None;
+            for (i, rate) in rates.iter().enumerate() {
+                let label = format!("step {}/{} at {rate:.0} ops/s: ", i + 1, rates.len());
+                let step = run_once(options, Some(*rate), label)?;
+                stopped = saturation(sweep, &step);
+                runs.push(step);
+                if stopped.is_some() {
+                    break;
+                }
+            }
+            sweep_outcome = Some(SweepOutcome {
+                p99_bound: sweep.p99_bound,
+                stopped,
+            });
+        }
+    }
+    Ok(BenchReport {
+        setup: setup(options),
+        runs,
+        slow: options.slow,
+        in_flight: options.connections * options.pipeline,
+        sweep: sweep_outcome,
+    })
+}
+
+fn setup(options: &BenchOptions) -> Vec<(&'static str, serde_json::Value)> {
+    let load = match &options.load {
+        Load::Closed => "closed",
+        Load::Open { .. } => "open",
+        Load::Sweep(_) => "sweep",
+    };
+    vec![
+        ("target", json!(options.target.url())),
+        ("workload", json!(options.workload.name())),
+        ("distribution", json!(options.distribution.name())),
+        ("load", json!(load)),
+        ("records", json!(options.records)),
+        ("value_size", json!(options.value_size)),
+        ("connections", json!(options.connections)),
+        ("pipeline", json!(options.pipeline)),
+        ("threads", json!(options.threads)),
+        ("warmup_s", json!(options.warmup.as_secs_f64())),
+        (
+            "duration_s",
+            json!(options.duration.map(|d| d.as_secs_f64())),
+        ),
+        ("ops", json!(options.ops)),
+        ("routing", json!(format!("{:?}", options.ringkv.routing))),
+        (
+            "consistency",
+            json!(format!("{:?}", options.ringkv.consistency)),
+        ),
+        (
+            "latency_from",
+            json!(if load == "closed" {
+                "send"
+            } else {
+                "intended send"
+            }),
+        ),
+    ]
+}
+
+/// Writes every record once, with all connections, before the measured run.
+fn prefill(options: &BenchOptions) -> Result<(), String> {
+    let fill = BenchOptions {
+        duration: None,
+        warmup: Duration::ZERO,
+        progress: false,
+        ..options.clone()
+    };
+    let (stats, _) = run_threads(&fill, None, true, String::new())?;
+    if stats.errors > 0 {
+        return Err(format!(
+            "prefill: {} errors, first: {:?}",
+            stats.errors, stats.first_error
+        ));
+    }
+    Ok(())
+}
+
+fn run_once(options: &BenchOptions, rate: Option<f64>, label: String) -> Result<RunReport, String> {
+    let (stats, elapsed) = run_threads(options, rate, false, label)?;
+    Ok(RunReport {
+        offered_ops_per_sec: rate,
+        elapsed,
+        stats,
+    })
+}
+
+/// `total` split into `parts` shares as even as can be; share `i`.
+fn share(total: u64, parts: u64, i: u64) -> u64 {
+    total / parts + u64::from(i < total % parts)
+}
+
+/// Runs one phase on `threads` client executors and merges what they measured.
+fn run_threads(
+    options: &BenchOptions,
+    rate: Option<f64>,
+    load_phase: bool,
+    label: String,
+) -> Result<(Stats, Duration), String> {
+    let threads = options.threads.min(options.connections) as u64;
+    let connections = options.connections as u64;
+    let workers = connections * options.pipeline as u64;
+    // Summing ζ for the latest distribution is O(records): once, then copied.
+    let chooser = KeyChooser::new(options.distribution, options.records);
+    let (progress_tx, progress) = match options.progress && !load_phase {
+        true => {
+            let (tx, rx) = flume::unbounded();
+            let printer = std::thread::spawn(move || print_progress(rx, threads, label));
+            (Some(tx), Some(printer))
+        }
+        false => (None, None),
+    };
     let mut handles = Vec::new();
     let mut guarded: Vec<(watchdog::Tick, Arc<Liveness>)> = Vec::new();
+    let mut first_worker = 0;
     for t in 0..threads {
+        let mine = share(connections, threads, t);
+        let plan = ThreadPlan {
+            thread: t,
+            threads,
+            connections: mine as usize,
+            first_worker,
+            workers,
+            ops: match load_phase {
+                true => Some(share(options.records, threads, t)),
+                false => options.ops.map(|ops| share(ops, threads, t)),
+            },
+            rate,
+            load_phase,
+            chooser: chooser.clone(),
+            progress: progress_tx.clone(),
+        };
+        first_worker += mine * options.pipeline as u64;
         let (tick_tx, ticks) = flume::bounded::<()>(1);
         let live = Arc::new(Liveness::default());
         guarded.push((watchdog::tick_over(tick_tx, || ()), live.clone()));
-        let mut mine = options.clone();
-        // Spread connections and operations over the threads.
-        mine.connections =
-            options.connections / threads + usize::from(t < options.connections % threads);
-        mine.ops = options
-            .ops
-            .map(|ops| ops / threads as u64 + u64::from((t as u64) < ops % threads as u64));
+        let options = options.clone();
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("bench-{t}"))
             .io_memory(1 << 20)
@@ -149,235 +341,146 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
                         live.tick();
                     }
                 });
-                let result = run_thread(mine, t as u64).await;
+                let result = driver::run_thread(options, plan).await;
                 drop(watched);
                 result
             })
             .map_err(|e| format!("starting a client executor: {e}"))?;
         handles.push(handle);
     }
+    drop(progress_tx);
     watchdog::start("bench executor", guarded);
-    let mut report = BenchReport {
-        elapsed: Duration::ZERO,
-        gets: new_histogram(),
-        puts: new_histogram(),
-        errors: 0,
-        not_found: 0,
-        first_error: None,
-    };
+    let mut stats = Stats::default();
+    let mut elapsed = Duration::ZERO;
+    let mut failure = None;
     for handle in handles {
-        let result = handle
-            .join()
-            .map_err(|e| format!("client executor: {e}"))??;
-        report.gets.add(&result.gets).expect("same bounds");
-        report.puts.add(&result.puts).expect("same bounds");
-        report.errors += result.errors;
-        report.not_found += result.not_found;
-        report.first_error = report.first_error.or(result.first_error);
-    }
-    report.elapsed = start.elapsed();
-    Ok(report)
-}
-
-/// Writes every key once, with all connections, before the measured run.
-fn prefill(options: &BenchOptions) -> Result<(), String> {
-    let mut fill = options.clone();
-    fill.read_ratio = 0.0;
-    fill.prefill = false;
-    fill.duration = None;
-    fill.ops = Some(options.keys);
-    let report = run(&BenchOptions {
-        // Sequential keys: every key exactly once.
-        keys: u64::MAX,
-        ..fill
-    })?;
-    if report.errors > 0 {
-        return Err(format!(
-            "prefill: {} errors, first: {:?}",
-            report.errors, report.first_error
-        ));
-    }
-    Ok(())
-}
-
-async fn run_thread(options: BenchOptions, thread: u64) -> Result<ThreadResult, String> {
-    let client_options = ClientOptions {
-        routing: options.routing,
-        consistency: options.consistency,
-        ..ClientOptions::default()
-    };
-    let mut clients = Vec::new();
-    for _ in 0..options.connections {
-        let client = Client::connect(&options.host, options.port, client_options.clone())
-            .await
-            .map_err(|e| format!("connecting to {}:{}: {e}", options.host, options.port))?;
-        clients.push(Rc::new(client));
-    }
-    let state = Rc::new(LoopState {
-        deadline: options.duration.map(|d| Instant::now() + d),
-        ops_left: Cell::new(options.ops.unwrap_or(u64::MAX)),
-        next_sequential: Cell::new(thread << 40),
-        gets: RefCell::new(new_histogram()),
-        puts: RefCell::new(new_histogram()),
-        errors: Cell::new(0),
-        not_found: Cell::new(0),
-        first_error: RefCell::new(None),
-        contexts: RefCell::new(ahash::AHashMap::new()),
-    });
-    let value = vec![b'v'; options.value_size];
-    let value = Rc::new(value);
-    let mut tasks = Vec::new();
-    for (c, client) in clients.iter().enumerate() {
-        for p in 0..options.pipeline {
-            let seed = (thread << 32) ^ ((c as u64) << 16) ^ p as u64;
-            let worker = Worker {
-                client: client.clone(),
-                state: state.clone(),
-                value: value.clone(),
-                rng: Cell::new(splitmix(seed ^ 0x5EED)),
-                keys: options.keys,
-                read_ratio: options.read_ratio,
-            };
-            tasks.push(glommio::spawn_local(async move { worker.run().await }));
-        }
-    }
-    for task in tasks {
-        task.await;
-    }
-    let state = Rc::try_unwrap(state).map_err(|_| "bench state still shared".to_string())?;
-    Ok(ThreadResult {
-        gets: state.gets.into_inner(),
-        puts: state.puts.into_inner(),
-        errors: state.errors.get(),
-        not_found: state.not_found.get(),
-        first_error: state.first_error.into_inner(),
-    })
-}
-
-/// What the request loops of one thread share.
-struct LoopState {
-    deadline: Option<Instant>,
-    ops_left: Cell<u64>,
-    /// Next key when keys are written in sequence (prefill).
-    next_sequential: Cell<u64>,
-    gets: RefCell<Histogram<u64>>,
-    puts: RefCell<Histogram<u64>>,
-    errors: Cell<u64>,
-    not_found: Cell<u64>,
-    first_error: RefCell<Option<String>>,
-    /// The newest context this thread was given for each key index.
-    contexts: RefCell<ahash::AHashMap<u64, bytes::Bytes>>,
-}
-
-impl LoopState {
-    /// Takes one operation from the budget; false when the run is over.
-    fn take_op(&self) -> bool {
-        if self.deadline.is_some_and(|d| Instant::now() >= d) || self.ops_left.get() == 0 {
-            return false;
-        }
-        self.ops_left.set(self.ops_left.get() - 1);
-        true
-    }
-
-    /// Counts an error; false if the connection is gone and this loop should stop
-    /// (retrying a dead connection would only count the same failure millions of times).
-    fn record_error(&self, e: ClientError) -> bool {
-        self.errors.set(self.errors.get() + 1);
-        let fatal = matches!(e, ClientError::Closed(_) | ClientError::Io { .. });
-        self.first_error
-            .borrow_mut()
-            .get_or_insert_with(|| e.to_string());
-        !fatal
-    }
-}
-
-struct Worker {
-    client: Rc<Client>,
-    state: Rc<LoopState>,
-    value: Rc<Vec<u8>>,
-    rng: Cell<u64>,
-    keys: u64,
-    read_ratio: f64,
-}
-
-impl Worker {
-    fn next_random(&self) -> u64 {
-        let x = splitmix(self.rng.get());
-        self.rng.set(x);
-        x
-    }
-
-    fn next_key(&self) -> u64 {
-        if self.keys == u64::MAX {
-            let n = self.state.next_sequential.get();
-            self.state.next_sequential.set(n + 1);
-            n & ((1 << 40) - 1)
-        } else {
-            self.next_random() % self.keys
-        }
-    }
-
-    async fn run(self) {
-        while self.state.take_op() {
-            let n = self.next_key();
-            let key = key_name(n);
-            let draw = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
-            let read = draw < self.read_ratio;
-            let started = Instant::now();
-            if read {
-                match self.client.get(&key).await {
-                    Ok(result) => {
-                        record(&self.state.gets, started);
-                        if result.values.is_empty() {
-                            self.state.not_found.set(self.state.not_found.get() + 1);
-                        }
-                        self.state.contexts.borrow_mut().insert(n, result.context);
-                    }
-                    Err(e) => {
-                        if !self.state.record_error(e) {
-                            return;
-                        }
-                    }
-                }
-            } else {
-                let context = self
-                    .state
-                    .contexts
-                    .borrow()
-                    .get(&n)
-                    .cloned()
-                    .unwrap_or_default();
-                match self.client.put(&key, &self.value, &context).await {
-                    Ok(context) => {
-                        record(&self.state.puts, started);
-                        self.state.contexts.borrow_mut().insert(n, context);
-                    }
-                    Err(e) => {
-                        if !self.state.record_error(e) {
-                            return;
-                        }
-                    }
-                }
+        match handle.join().map_err(|e| format!("client executor: {e}")) {
+            Ok(Ok(ThreadResult {
+                stats: mine,
+                elapsed: e,
+            })) => {
+                stats.merge(mine);
+                elapsed = elapsed.max(e);
             }
-            glommio::yield_if_needed().await;
+            Ok(Err(e)) | Err(e) => failure = failure.or(Some(e)),
         }
+    }
+    if let Some(printer) = progress {
+        let _ = printer.join();
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((stats, elapsed)),
     }
 }
 
-fn record(histogram: &RefCell<Histogram<u64>>, started: Instant) {
-    let ns = started.elapsed().as_nanos().clamp(1, 60_000_000_000) as u64;
-    histogram.borrow_mut().saturating_record(ns);
+/// The progress line: the ops/s and p99 of the last second, printed once every client
+/// thread has sent its histogram of that second (or 1.5 s after the last line), until
+/// every thread has ended. On a terminal the line is rewritten in place.
+fn print_progress(rx: flume::Receiver<Histogram<u64>>, threads: u64, label: String) {
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut window = new_histogram();
+    let mut ticks = 0;
+    let mut printed = Instant::now();
+    loop {
+        let due = printed + Duration::from_millis(1500);
+        match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+            Ok(h) => {
+                window.add(&h).expect("same bounds");
+                ticks += 1;
+            }
+            Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => break,
+        }
+        if ticks < threads && Instant::now() < due {
+            continue;
+        }
+        // Each thread's histogram covers one second.
+        let seconds = (ticks as f64 / threads as f64).max(1.0);
+        let line = format!(
+            "{label}{:>6.1} s {:>9.0} ops/s  p99 {:>8.3} ms",
+            started.elapsed().as_secs_f64(),
+            window.len() as f64 / seconds,
+            window.value_at_quantile(0.99) as f64 / 1e6
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = match tty {
+            true => write!(err, "\r\x1b[2K{line}"),
+            false => writeln!(err, "{line}"),
+        };
+        let _ = err.flush();
+        window.reset();
+        ticks = 0;
+        printed = Instant::now();
+    }
+    if tty {
+        let _ = writeln!(std::io::stderr());
+    }
 }
 
-/// The bench's key for index `n`.
+/// The bench's key for record `n`.
 pub fn key_name(n: u64) -> Vec<u8> {
     format!("key-{n:010}").into_bytes()
 }
 
-fn splitmix(mut x: u64) -> u64 {
+pub(crate) fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = x;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use report::record_ns;
+
+    #[test]
+    fn sweep_rates_run_from_start_to_max() {
+        let sweep = Sweep::parse("1000:500:3000", Duration::from_millis(10)).unwrap();
+        assert_eq!(sweep.rates(), vec![1000.0, 1500.0, 2000.0, 2500.0, 3000.0]);
+        let odd = Sweep::parse("100:300:800", Duration::from_millis(10)).unwrap();
+        assert_eq!(odd.rates(), vec![100.0, 400.0, 700.0]);
+        for bad in ["1000", "1:2", "0:1:5", "5:1:2", "a:b:c", "1:0:5"] {
+            assert!(Sweep::parse(bad, Duration::ZERO).is_err(), "{bad}");
+        }
+    }
+
+    fn step(offered: f64, ops: u64, latency: Duration, errors: u64) -> RunReport {
+        let mut stats = Stats::default();
+        for _ in 0..ops {
+            record_ns(&mut stats.latencies[0], latency);
+        }
+        stats.errors = errors;
+        RunReport {
+            offered_ops_per_sec: Some(offered),
+            elapsed: Duration::from_secs(1),
+            stats,
+        }
+    }
+
+    #[test]
+    fn a_sweep_step_saturates_on_throughput_latency_or_errors() {
+        let sweep = Sweep::parse("1000:1000:5000", Duration::from_millis(10)).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(saturation(&sweep, &step(1000.0, 995, ms(1), 0)), None);
+        let behind = saturation(&sweep, &step(1000.0, 850, ms(1), 0)).unwrap();
+        assert!(behind.contains("achieved 850"), "{behind}");
+        let slow = saturation(&sweep, &step(1000.0, 1000, ms(20), 0)).unwrap();
+        assert!(slow.contains("p99"), "{slow}");
+        let failing = saturation(&sweep, &step(1000.0, 1000, ms(1), 3)).unwrap();
+        assert!(failing.contains("3 errors"), "{failing}");
+    }
+
+    #[test]
+    fn shares_add_up() {
+        for (total, parts) in [(10, 3), (3, 5), (0, 2), (100_000, 7)] {
+            assert_eq!(
+                (0..parts).map(|i| share(total, parts, i)).sum::<u64>(),
+                total
+            );
+        }
+    }
 }
