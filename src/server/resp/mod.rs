@@ -3,16 +3,16 @@
 //!
 //! Every shard accepts on the RESP port (`--resp-port`; SO_REUSEPORT spreads the
 //! connections over the shards, as for the client port). A connection's reader parses
-//! commands ([`crate::protocol::resp`]), decides what each one is ([`commands`]) and
+//! commands ([`crate::protocol::resp`]), decides what each one is (`commands`) and
 //! either answers at once (PING, HELLO, CONFIG GET, ...) or hands a store operation to
-//! a task ([`store`]): GET, SET and DEL become the binary protocol's requests and run
+//! a task (`store`): GET, SET and DEL become the binary protocol's requests and run
 //! through the same routing and coordinator ([`super::dispatch::run`]).
 //!
 //! Redis answers a connection's commands in order, and runs them in order: a
 //! pipelined `SET k v` then `GET k` reads `v`. So replies wait for the ones before
-//! them ([`InOrder`]), and a command waits to start while an earlier command of the
+//! them (`InOrder`), and a command waits to start while an earlier command of the
 //! same connection that writes one of its keys — or reads one it writes — is still
-//! running ([`BusyKeys`]); commands on other keys run concurrently. Limits: as a
+//! running (`BusyKeys`); commands on other keys run concurrently. Limits: as a
 //! binary connection, at most `connection_requests_max` replies not yet written (then
 //! the reader stops reading), each store request holds one of the shard's permits,
 //! and one command takes at most [`RespLimits::command_bytes_max`] bytes. Input that
