@@ -4,7 +4,7 @@
 //! gets a protocol error and a closed connection, and the node keeps serving;
 //! redis-benchmark (plain and pipelined) runs without an error; redis-py works in RESP2
 //! and RESP3; in a 3-node cluster a SET through one node's RESP port is read through
-//! the others'.
+//! the others'; a RESP port that is one of the binary ports is refused at start.
 //!
 //! redis-cli, redis-benchmark and redis-py must be installed (tools/test.sh installs
 //! them); a missing one fails the test rather than skipping it. Every client runs
@@ -358,5 +358,33 @@ fn a_set_through_one_node_is_read_through_the_others() {
     );
     redis_py(&[nodes[0].resp_port, nodes[2].resp_port]);
     drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_resp_port_that_is_the_client_or_a_shard_port_is_refused() {
+    let dir = test_dir("resp-port-clash");
+    for clash in ["27700", "27702"] {
+        let output = Command::new(common::BIN)
+            .args([
+                "server",
+                "--port",
+                "27700",
+                "--shards",
+                "2",
+                "--resp-port",
+                clash,
+            ])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("--resp-port {clash} must be a port of its own")),
+            "{stderr}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
