@@ -9,6 +9,19 @@ use std::path::PathBuf;
 /// Shard `k` also listens on `port + 1 + k` for shard-aware clients.
 pub const DEFAULT_PORT: u16 = 7700;
 
+/// Most arguments one RESP command may carry: an MSET of 32 767 pairs, far more than
+/// any client batches, and a bound on the argument list a connection builds.
+pub const RESP_ARGS_MAX: u32 = 1 << 16;
+
+/// Longest inline RESP command line (telnet, `PING` from redis-benchmark): Redis's own
+/// limit (`PROTO_INLINE_MAX_SIZE`).
+pub const RESP_INLINE_BYTES_MAX: u32 = 64 << 10;
+
+/// How many frames' worth of bytes one RESP command may take: an MSET or a SET of the
+/// largest value fits with room, and a RESP connection buffers at most a few frames,
+/// as a binary one buffers at most one.
+pub const RESP_COMMAND_FRAMES_MAX: u64 = 4;
+
 /// Where data lives when no `--data-dir` is given: under the current directory.
 pub const DEFAULT_DATA_DIR: &str = "ringkv-data";
 
@@ -30,6 +43,9 @@ pub struct ServerConfig {
     pub host: String,
     /// Client port; shard k also serves `port + 1 + k`.
     pub port: u16,
+    /// Port of the Redis-protocol (RESP) front end, bound by every shard like `port`;
+    /// `None`: no RESP listener.
+    pub resp_port: Option<u16>,
     /// Number of shards (one glommio executor, one core each).
     pub shards: usize,
     /// Tokens per shard on the ring: more tokens balance ownership better.
@@ -102,6 +118,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             host: "127.0.0.1".to_string(),
             port: DEFAULT_PORT,
+            // Off unless asked for: 6379 may belong to a real Redis on the machine, and
+            // a node should not answer a protocol its operator did not choose.
+            resp_port: None,
             // One shard per core the process may run on.
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             // 16 tokens per shard keeps every shard within a few % of an even share
@@ -193,6 +212,17 @@ impl ServerConfig {
                 "--cpus names core {cpu}, but this machine has cores 0..{cores}"
             ));
         }
+        if let Some(resp_port) = self.resp_port {
+            let binary = self.port..=self.shard_port(self.shards - 1);
+            if resp_port == 0 || binary.contains(&resp_port) {
+                return Err(format!(
+                    "--resp-port {resp_port} must be a port of its own, not one of {}..={} \
+                     (--port and the shard ports)",
+                    binary.start(),
+                    binary.end()
+                ));
+            }
+        }
         if self.vnodes_per_shard == 0 || self.vnodes_per_shard > 1024 {
             return Err("--vnodes-per-shard must be between 1 and 1024".into());
         }
@@ -274,6 +304,24 @@ impl ServerConfig {
             compaction_bytes_per_sec: self.compaction_bytes_per_sec,
             table_file_bytes_max: u64::MAX,
         }
+    }
+
+    /// What one RESP command may announce: bulk strings up to the frame limit.
+    pub fn resp_limits(&self) -> crate::protocol::resp::RespLimits {
+        crate::protocol::resp::RespLimits {
+            bulk_bytes_max: self.frame_bytes_max,
+            args_max: RESP_ARGS_MAX,
+            inline_bytes_max: RESP_INLINE_BYTES_MAX,
+            command_bytes_max: u64::from(self.frame_bytes_max) * RESP_COMMAND_FRAMES_MAX,
+        }
+    }
+
+    /// Every port the node listens on: the client port, the shard ports, the RESP port.
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports = vec![self.port];
+        ports.extend((0..self.shards).map(|s| self.shard_port(s)));
+        ports.extend(self.resp_port);
+        ports
     }
 
     pub fn limits(&self) -> crate::protocol::Limits {

@@ -14,13 +14,16 @@
 //!   merge of replicas' answers and the stale replicas read repair writes to
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding;
 //!   last-write-wins (`--conflicts lww`) as one pseudo-node's dots under the same merge
-//! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md)
+//! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md);
+//!   [`protocol::resp`], the Redis protocol's command parser and RESP2/3 replies
 //! - [`storage`]   per-shard LSM engine: direct-I/O commit log, memtables, SSTables,
 //!   manifest, block cache, size-tiered compaction; node metadata
 //! - [`runtime`]   start-up checks, one executor per shard (pinned, polling before it
 //!   sleeps), cross-shard messages, outbox, socket reads/writes, and the watchdog that
 //!   wakes an executor glommio left asleep
-//! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner)
+//! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner);
+//!   [`server::resp`], the Redis front end (`--resp-port`, docs/resp.md) whose GET, SET and
+//!   DEL run through the same dispatch and coordinator
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one
 //! - [`loadgen`]   `ringkv bench`: YCSB workloads (scrambled zipfian, latest) on ringkv
 //!   or Redis (a pipelined RESP2 client), closed or open loop with latency from intended

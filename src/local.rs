@@ -2,7 +2,8 @@
 //! in one command, for trying ringkv and for tests.
 //!
 //! Node `i` (from 1) listens on `port + (i - 1) × step` (shard `k` one port above that
-//! plus `k`) with its data in `DIR/node<i>`, its output in `DIR/node<i>.log`. Node 1
+//! plus `k`, the Redis protocol on the port after the last shard's) with its data in
+//! `DIR/node<i>`, its output in `DIR/node<i>.log`. Node 1
 //! starts alone; every later node starts with node 1 as its seed once the nodes before
 //! it know each other, so each joins the whole ring. The children are unpinned (they
 //! share the machine) and get SIGTERM if this process dies (`PR_SET_PDEATHSIG`); on
@@ -29,6 +30,8 @@ pub struct LocalOptions {
 /// One child server.
 pub struct LocalNode {
     pub port: u16,
+    /// Its RESP port (`--resp-port`), for redis-cli.
+    pub resp_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Child,
@@ -40,9 +43,14 @@ pub struct LocalCluster {
 }
 
 impl LocalOptions {
-    /// Ports between two nodes' client ports: room for the shard ports.
+    /// Ports between two nodes' client ports: room for the shard ports and RESP's.
     pub fn step(&self) -> u16 {
-        (self.shards as u16 + 1).max(10)
+        (self.shards as u16 + 2).max(10)
+    }
+
+    /// The RESP port of the node whose client port is `port`: after its shard ports.
+    pub fn resp_port(&self, port: u16) -> u16 {
+        port + self.shards as u16 + 1
     }
 }
 
@@ -82,6 +90,7 @@ impl LocalCluster {
         let mut cluster = LocalCluster { nodes: Vec::new() };
         for i in 0..options.nodes {
             let port = options.port + options.step() * i as u16;
+            let resp_port = options.resp_port(port);
             let data_dir = options.data_dir.join(format!("node{}", i + 1));
             let log = options.data_dir.join(format!("node{}.log", i + 1));
             let mut command = Command::new(&exe);
@@ -94,6 +103,8 @@ impl LocalCluster {
                     &port.to_string(),
                     "--shards",
                     &options.shards.to_string(),
+                    "--resp-port",
+                    &resp_port.to_string(),
                     "--no-pin",
                 ])
                 .args(&options.server_args);
@@ -103,6 +114,7 @@ impl LocalCluster {
             let child = spawn_child(command, &log)?;
             cluster.nodes.push(LocalNode {
                 port,
+                resp_port,
                 data_dir,
                 log,
                 child,

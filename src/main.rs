@@ -164,6 +164,10 @@ struct ServerArgs {
     /// Client port; shard k also listens on port + 1 + k
     #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
+    /// Also serve the Redis protocol (RESP2/3: redis-cli, redis-py) on this port, on
+    /// every shard; default: off (0 also means off)
+    #[arg(long)]
+    resp_port: Option<u16>,
     /// Shards (executors, one per core); default: the cores available
     #[arg(long)]
     shards: Option<usize>,
@@ -641,6 +645,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.data_dir,
         host: args.host,
         port: args.port,
+        resp_port: args.resp_port.filter(|&port| port != 0),
         shards: args.shards.unwrap_or(defaults.shards),
         vnodes_per_shard: args.vnodes_per_shard.unwrap_or(defaults.vnodes_per_shard),
         pin_cores: !args.cores.no_pin,
@@ -684,8 +689,11 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.validate().map_err(anyhow::Error::msg)?;
     runtime::block_shutdown_signals();
     let node = runtime::start(config.clone())?;
+    let resp = config
+        .resp_port
+        .map_or(String::new(), |port| format!(", RESP on port {port}"));
     println!(
-        "ringkv node {:016x} serving {}:{} with {} shards (shard ports {}..={}), data in {}, sync {:?}, conflicts {}",
+        "ringkv node {:016x} serving {}:{} with {} shards (shard ports {}..={}){resp}, data in {}, sync {:?}, conflicts {}",
         node.meta.node_id,
         config.host,
         config.port,
@@ -715,9 +723,10 @@ fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
     println!("ringkv: a {}-node cluster on loopback:", options.nodes);
     for (i, node) in cluster.nodes.iter().enumerate() {
         println!(
-            "  node {}  127.0.0.1:{}  data {}  log {}",
+            "  node {}  127.0.0.1:{}  RESP {}  data {}  log {}",
             i + 1,
             node.port,
+            node.resp_port,
             node.data_dir.display(),
             node.log.display()
         );
@@ -729,6 +738,10 @@ fn local(args: LocalArgs) -> anyhow::Result<ExitCode> {
         cluster.nodes.last().map_or(first, |n| n.port)
     );
     println!("      ringkv status --port {first}");
+    println!(
+        "      redis-cli -p {} get greeting",
+        cluster.nodes.last().map_or(first, |n| n.resp_port)
+    );
     println!("Ctrl-C stops every node.");
     let signal = runtime::wait_for_shutdown_signal();
     eprintln!("ringkv: signal {signal}: stopping the nodes");

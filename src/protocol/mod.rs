@@ -29,6 +29,7 @@
 mod codec;
 mod frame;
 mod message;
+pub mod resp;
 mod response;
 mod shard_map;
 mod status;

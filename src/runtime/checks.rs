@@ -200,7 +200,7 @@ pub fn check_ports_free(host: &str, ports: &[u16]) -> Result<(), StartupError> {
                 "cannot use {host}:{port}: another process (perhaps another ringkv) is \
                  listening there; ringkv refuses to share a port because SO_REUSEPORT would \
                  silently split the traffic between the two. Stop it or choose another \
-                 --port (ringkv uses --port and the next --shards ports)"
+                 --port (ringkv uses --port and the next --shards ports) or --resp-port"
             )));
         }
     }

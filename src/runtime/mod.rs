@@ -87,9 +87,7 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
     let io_memory = checks::size_io_memory(memlock, config.shards, config.io_memory_bytes)?;
     checks::check_data_dir(&config.data_dir)?;
     let lock = checks::lock_data_dir(&config.data_dir)?;
-    let mut ports = vec![config.port];
-    ports.extend((0..config.shards).map(|s| config.shard_port(s)));
-    checks::check_ports_free(&config.host, &ports)?;
+    checks::check_ports_free(&config.host, &config.ports())?;
     let meta = NodeMeta::load_or_create(
         &config.data_dir,
         config.shards as u16,

@@ -55,7 +55,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
 }
 
-async fn write_loop(fd: RawFd, outbox: Rc<Outbox>, in_flight: Rc<Semaphore>) {
+pub(super) async fn write_loop(fd: RawFd, outbox: Rc<Outbox>, in_flight: Rc<Semaphore>) {
     while let Some((buf, frames)) = outbox.take().await {
         if send_all(fd, &buf).await.is_err() {
             outbox.abort();

@@ -5,12 +5,15 @@
 //! frames and dispatches each request ([`dispatch`]); requests for keys another shard
 //! owns are forwarded over the cross-shard channel; responses go back through the
 //! connection's [`Outbox`](crate::runtime::outbox::Outbox), possibly out of order.
+//! With `--resp-port`, every shard also accepts Redis-protocol connections there
+//! ([`resp`]), whose commands run through the same dispatch.
 
 pub mod connection;
 pub mod control;
 pub mod coordinator;
 pub mod dispatch;
 pub mod peers;
+pub mod resp;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -61,6 +64,8 @@ pub struct Shard {
     /// long after their last change (`version::Pruning`).
     pub prune_clocks_after: Duration,
     pub data_dir: std::path::PathBuf,
+    /// The Redis-protocol front end's settings and counters.
+    pub resp: resp::Front,
 }
 
 impl Shard {
@@ -129,11 +134,14 @@ pub async fn run_shard(setup: ShardSetup) {
         replica_timeout: Duration::from_millis(config.replica_timeout_ms),
         prune_clocks_after,
         data_dir: config.data_dir.clone(),
+        resp: resp::Front::new(config.resp_port, config.resp_limits()),
     });
     let mut listeners = Vec::new();
-    for port in [config.port, config.shard_port(id)] {
+    let binary = [config.port, config.shard_port(id)].map(|port| (port, Protocol::Binary));
+    let redis = config.resp_port.map(|port| (port, Protocol::Resp));
+    for (port, protocol) in binary.into_iter().chain(redis) {
         match TcpListener::bind((config.host.as_str(), port)) {
-            Ok(listener) => listeners.push(listener),
+            Ok(listener) => listeners.push((listener, protocol)),
             Err(e) => {
                 let _ = ready.send(Err(StartupError::Environment(format!(
                     "shard {id}: bind {}:{port}: {e}",
@@ -152,8 +160,8 @@ pub async fn run_shard(setup: ShardSetup) {
             if serve.recv_async().await.is_err() {
                 return; // start-up failed elsewhere; the shard is told to shut down
             }
-            for listener in listeners {
-                glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
+            for (listener, protocol) in listeners {
+                glommio::spawn_local(accept_loop(shard.clone(), listener, protocol)).detach();
             }
             if shard.control.is_some() {
                 glommio::spawn_local(control::run(shard.clone())).detach();
@@ -171,12 +179,26 @@ fn engine_config(config: &ServerConfig, shard: usize, node_id: u64) -> EngineCon
     config.engine(config.data_dir.join(format!("shard-{shard:03}")), node_id)
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// What a listener's connections speak.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// ringkv's binary protocol (docs/protocol.md).
+    Binary,
+    /// RESP, for Redis clients (docs/resp.md).
+    Resp,
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, protocol: Protocol) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+                let shard = shard.clone();
+                match protocol {
+                    Protocol::Binary => glommio::spawn_local(connection::serve(shard, stream)),
+                    Protocol::Resp => glommio::spawn_local(resp::serve(shard, stream)),
+                }
+                .detach();
             }
             Err(e) => {
                 // Out of file descriptors and the like: say so, back off, keep serving.

@@ -461,6 +461,11 @@ impl Engine {
         self.core.node_id
     }
 
+    /// How this shard settles concurrent writes (fixed when the data dir was made).
+    pub fn conflicts(&self) -> ConflictMode {
+        self.core.conflicts
+    }
+
     /// Keys in the memtables (for tests and status; a key in two counts twice).
     pub fn memory_key_count(&self) -> usize {
         self.core.memory.key_count()
