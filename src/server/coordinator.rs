@@ -25,7 +25,7 @@ use crate::protocol::{
 use crate::replication::quorum::{Progress, ReadQuorum, WriteQuorum};
 use crate::replication::{needed, Consistency};
 use crate::ring::cluster::{NodeId, Replica};
-use crate::version::{now_us, Context, Pruning, VersionSet};
+use crate::version::{now_us, Pruning, Supersedes, VersionSet};
 
 use super::dispatch::encode_versions;
 use super::Shard;
@@ -251,7 +251,7 @@ pub async fn write(
         forward_to_a_replica(shard, request_id, opcode, &request, &replicas, out).await;
         return;
     }
-    let context = match Context::decode(&context) {
+    let supersedes = match Supersedes::decode(&context) {
         Ok(context) => context,
         Err(e) => {
             let message = format!("context is not one ringkv gave out: {e}");
@@ -262,7 +262,7 @@ pub async fn write(
     let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
     let versions = match shard
         .engine
-        .write(&key, &context, value.as_deref(), now_us())
+        .write_over(&key, &supersedes, value.as_deref(), now_us())
         .await
     {
         Ok(mut versions) => {

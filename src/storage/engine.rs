@@ -66,7 +66,7 @@ use super::memtable::Memtable;
 use super::sstable::{FullDisk, TableOptions};
 use super::StorageError;
 use crate::config::{ServerConfig, SyncPolicy};
-use crate::version::{ConflictMode, Context, NodeId, VersionSet, Versioned, LWW_NODE};
+use crate::version::{ConflictMode, Context, NodeId, Supersedes, VersionSet, Versioned, LWW_NODE};
 use memory::Memory;
 use signal::Signal;
 use tables::Tables;
@@ -363,6 +363,22 @@ impl Engine {
         value: Option<&[u8]>,
         timestamp_us: u64,
     ) -> Result<WriteOutcome, StorageError> {
+        self.write_over(key, &Supersedes::Seen(context.clone()), value, timestamp_us)
+            .await
+    }
+
+    /// [`Engine::write`] superseding what `supersedes` names: the versions a client's
+    /// context covers, or (an overwrite) everything this shard stores for the key when
+    /// the write is made, read under the key's lock. An overwrite costs no read by the
+    /// client; versions other replicas hold and this one has not merged yet stay
+    /// siblings of it, as with any context.
+    pub async fn write_over(
+        &self,
+        key: &[u8],
+        supersedes: &Supersedes,
+        value: Option<&[u8]>,
+        timestamp_us: u64,
+    ) -> Result<WriteOutcome, StorageError> {
         let core = &self.core;
         core.wait_for_room().await?;
         // Own the bytes: the request buffer they came in must not be kept alive.
@@ -386,6 +402,14 @@ impl Engine {
         // node entry that holds no values (`VersionSet::coordinate`), and then stays
         // above the counter minted.
         let fresh = core.tick(timestamp_us);
+        let stored_context;
+        let context = match supersedes {
+            Supersedes::Seen(context) => context,
+            Supersedes::Stored => {
+                stored_context = stored.context();
+                &stored_context
+            }
+        };
         let versions = VersionSet::coordinate(&stored, context, versioned, core.node_id, fresh);
         core.clock
             .set(core.clock.get().max(versions.counter_of(core.node_id)));

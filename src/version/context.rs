@@ -19,6 +19,30 @@ use super::{NodeId, VersionError};
 /// The only context format this server writes and reads.
 pub const CONTEXT_FORMAT: u8 = 1;
 
+/// A write context of this one byte is an *overwrite*: the write supersedes every
+/// version the coordinating replica stores for the key when it makes the write, as if
+/// the client had read that replica just before (what a Redis SET means). Versions
+/// other replicas hold that the coordinator has not merged yet stay siblings.
+pub const CONTEXT_OVERWRITE: u8 = 2;
+
+/// What a write supersedes: the versions a client's context covers, or, for an
+/// overwrite ([`CONTEXT_OVERWRITE`]), what the coordinating replica stores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Supersedes {
+    Seen(Context),
+    Stored,
+}
+
+impl Supersedes {
+    /// Parses a write's context bytes: `[CONTEXT_OVERWRITE]`, or a [`Context`].
+    pub fn decode(bytes: &[u8]) -> Result<Supersedes, VersionError> {
+        match bytes {
+            [CONTEXT_OVERWRITE] => Ok(Supersedes::Stored),
+            _ => Context::decode(bytes).map(Supersedes::Seen),
+        }
+    }
+}
+
 /// Largest counter a client's context may carry: 2^62. Stored counters grow by one per
 /// write, or jump to the shard's clock (microseconds since the epoch, about 2^51), so a
 /// context at the limit still leaves 2^62 writes before a stored set reaches

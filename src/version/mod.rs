@@ -105,7 +105,7 @@ mod tests;
 use bytes::Bytes;
 
 pub use codec::{COUNTER_MAX, COUNT_MAX, VALUE_BYTES_MAX};
-pub use context::{Context, CONTEXT_COUNTER_MAX, CONTEXT_FORMAT};
+pub use context::{Context, Supersedes, CONTEXT_COUNTER_MAX, CONTEXT_FORMAT, CONTEXT_OVERWRITE};
 pub use dvvset::{Causality, VersionSet, LWW_NODE};
 pub use prune::Pruning;
 

@@ -6,11 +6,13 @@
 //!
 //! - GET answers one value: of the siblings a read meets, the newest by write timestamp
 //!   (ties: the larger value, so that every node picks the same one).
-//! - SET is an overwrite: it reads the key first (a GET through the coordinator) and
-//!   writes with the context it got, so that it supersedes what it saw. Two SETs of one
-//!   key that run at the same time (from different connections or nodes) can still both
-//!   miss each other and leave siblings; the next GET picks the newest and the next SET
-//!   supersedes both. Under `--conflicts lww` contexts are ignored, so SET writes blind.
+//! - SET is an overwrite ([`CONTEXT_OVERWRITE`]): the coordinating replica supersedes
+//!   every version it stores for the key, read under the key's lock, so SETs through
+//!   one coordinator never leave siblings and cost one request, no read first. Versions
+//!   other replicas hold that the coordinator has not merged yet (a concurrent SET
+//!   coordinated by another replica, a write it missed) stay siblings; the next GET
+//!   picks the newest and the next SET coordinated where they met supersedes them.
+//!   Under `--conflicts lww` contexts are ignored anyway.
 //! - DEL reads the key likewise and deletes with that context, counting keys that had a
 //!   value.
 //!
@@ -27,7 +29,7 @@ use bytes::Bytes;
 
 use crate::protocol::resp::Reply;
 use crate::protocol::{Consistency, Request, Response, ResponseBody, Status, WireValue};
-use crate::version::ConflictMode;
+use crate::version::CONTEXT_OVERWRITE;
 
 use super::super::dispatch;
 use super::{Access, Shard};
@@ -177,22 +179,14 @@ async fn exists(shard: Rc<Shard>, key: Bytes) -> Result<bool, Reply> {
     Ok(read(shard, key).await?.newest.is_some())
 }
 
-/// An overwrite: read the context (unless contexts are ignored), write with it.
+/// An overwrite: the coordinating replica supersedes what it stores (no read first).
 async fn set(shard: Rc<Shard>, (key, value): (Bytes, Bytes)) -> Result<(), Reply> {
-    let mut request = Request::Put {
+    let request = Request::Put {
         consistency: Consistency::Default,
-        key: key.clone(),
-        context: Bytes::new(),
+        key,
+        context: Bytes::from_static(&[CONTEXT_OVERWRITE]),
         value,
     };
-    // Refuse an oversize key or value before reading anything.
-    check(&shard, &request)?;
-    if shard.engine.conflicts() != ConflictMode::Lww {
-        let read = read(shard.clone(), key).await?;
-        if let Request::Put { context, .. } = &mut request {
-            *context = read.context;
-        }
-    }
     written(send(&shard, request).await?)
 }
 

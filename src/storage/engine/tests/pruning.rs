@@ -2,9 +2,10 @@
 //! drop the entries the rule allows, the drop survives restarts and compactions with
 //! tables that still hold the entry, and the shard's clock keeps this node's counters
 //! above every one it minted, so a pruned entry of its own is never counted again.
+//! Also overwrites (`Engine::write_over`), which supersede whatever the shard stores.
 
 use super::*;
-use crate::version::Pruning;
+use crate::version::{Pruning, Supersedes};
 
 /// Node 9, another replica, read `stored` and wrote `value` over it.
 fn overwritten_by_nine(stored: &VersionSet, value: &[u8]) -> VersionSet {
@@ -118,6 +119,47 @@ fn the_clock_restarts_above_counters_only_the_log_holds() {
             .await
             .unwrap();
         assert!(other.counter_of(7) > 50_000, "{other:?}");
+        engine.close().await.unwrap();
+    });
+}
+
+#[test]
+fn overwrites_supersede_whatever_the_shard_stores_even_when_they_race() {
+    run(|| async {
+        let dir = test_dir();
+        let engine = Rc::new(open(dir.path(), SyncPolicy::Batch).await);
+        // Siblings first: two writes without context.
+        for v in [&b"x"[..], b"y"] {
+            engine
+                .write(b"k", &Context::empty(), Some(v), 1)
+                .await
+                .unwrap();
+        }
+        assert_eq!(live(&engine, b"k").await.len(), 2);
+        // Twenty overwrites at once, on one shard: each supersedes what it finds.
+        let writes: Vec<_> = (0..20u8)
+            .map(|i| {
+                let engine = engine.clone();
+                glommio::spawn_local(async move {
+                    engine
+                        .write_over(b"k", &Supersedes::Stored, Some(&[i]), 2)
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for w in writes {
+            w.await;
+        }
+        assert_eq!(live(&engine, b"k").await.len(), 1, "no siblings left");
+        assert_eq!(
+            Supersedes::decode(&[crate::version::CONTEXT_OVERWRITE]).unwrap(),
+            Supersedes::Stored
+        );
+        assert_eq!(
+            Supersedes::decode(&[]).unwrap(),
+            Supersedes::Seen(Context::empty())
+        );
         engine.close().await.unwrap();
     });
 }
