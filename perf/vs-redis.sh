@@ -79,7 +79,7 @@ wait_port() { # port
 
 start_redis() { # extra redis-server args...
   stop_all
-  mkdir -p "$work/redis" && rm -f "$work/redis/"*
+  rm -rf "$work/redis" && mkdir -p "$work/redis"
   taskset -c "$srv" redis-server --port "$rport" --dir "$work/redis" --save '' "$@" \
     >"$work/redis.log" 2>&1 &
   pids+=($!)
