@@ -460,7 +460,11 @@ impl Engine {
         if core.memory.active_bytes() > 0 {
             core.wait_until(|| core.memory.sealed_count() < core.sealed_memtables_max)
                 .await?;
-            core.seal();
+            // The flush job that made room may have sealed the full active memtable
+            // itself: sealing its empty successor would flush nothing.
+            if core.memory.active_bytes() > 0 {
+                core.seal();
+            }
         }
         core.wait_until(|| core.memory.sealed_count() == 0).await?;
         match core.flush_error.borrow().clone() {

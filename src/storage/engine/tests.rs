@@ -358,7 +358,7 @@ fn flushes_move_data_to_tables_and_recycle_the_log() {
         engine.flush().await.unwrap();
         let stats = engine.stats();
         assert!(stats.flushes >= 10, "{stats:?}");
-        assert_eq!(engine.table_count() as u64, stats.flushes);
+        assert_eq!(engine.table_count() as u64, stats.flushes, "{stats:?}");
         assert!(stats.segments_recycled > 0, "{stats:?}");
         assert_eq!(engine.memory_key_count(), 0);
         // Every segment the tables cover is gone: the active one, maybe one more.
