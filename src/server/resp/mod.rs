@@ -25,12 +25,13 @@ mod commands;
 mod store;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+use ahash::AHashMap;
 use bytes::Bytes;
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
@@ -261,7 +262,7 @@ pub struct Access {
 /// earlier one writes a key it touches, or reads a key it writes.
 #[derive(Default)]
 struct BusyKeys {
-    keys: RefCell<HashMap<Bytes, Holders>>,
+    keys: RefCell<AHashMap<Bytes, Holders>>,
     /// The reader, waiting for a key to become free.
     waiter: Cell<Option<Waker>>,
 }
