@@ -363,7 +363,7 @@ impl Engine {
         value: Option<&[u8]>,
         timestamp_us: u64,
     ) -> Result<WriteOutcome, StorageError> {
-        self.write_over(key, &Supersedes::Seen(context.clone()), value, timestamp_us)
+        self.write_superseding(key, Some(context), value, timestamp_us)
             .await
     }
 
@@ -376,6 +376,22 @@ impl Engine {
         &self,
         key: &[u8],
         supersedes: &Supersedes,
+        value: Option<&[u8]>,
+        timestamp_us: u64,
+    ) -> Result<WriteOutcome, StorageError> {
+        let seen = match supersedes {
+            Supersedes::Seen(context) => Some(context),
+            Supersedes::Stored => None,
+        };
+        self.write_superseding(key, seen, value, timestamp_us).await
+    }
+
+    /// The write of [`Engine::write`] and [`Engine::write_over`]: `seen` is the client's
+    /// context, `None` an overwrite (the stored set's own context, under the lock).
+    async fn write_superseding(
+        &self,
+        key: &[u8],
+        seen: Option<&Context>,
         value: Option<&[u8]>,
         timestamp_us: u64,
     ) -> Result<WriteOutcome, StorageError> {
@@ -403,9 +419,9 @@ impl Engine {
         // above the counter minted.
         let fresh = core.tick(timestamp_us);
         let stored_context;
-        let context = match supersedes {
-            Supersedes::Seen(context) => context,
-            Supersedes::Stored => {
+        let context = match seen {
+            Some(context) => context,
+            None => {
                 stored_context = stored.context();
                 &stored_context
             }
