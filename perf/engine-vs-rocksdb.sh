@@ -29,6 +29,7 @@
 # systems' output and the table, and prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source perf/lib.sh
 
 rocksdb_only=0
 case "${1:-}" in
@@ -88,29 +89,9 @@ case "$fstype" in
   tmpfs|ramfs) fail "$work is on $fstype; set ENGINE_BENCH_DIR to a directory on a real disk" ;;
 esac
 # The core both systems run on: the one that takes the data disk's completion
-# interrupts. A completion that lands on another core crosses to the reader's first
-# (about 20 us more per read on this virtual machine's single-queue disk), and ringkv,
-# pinned, polls for it on its own core. db_bench runs there too (taskset), like for like.
-disk_irq_cpu() {
-  local dev name
-  dev="$(basename "$device")"
-  if [ ! -e "/sys/block/$dev" ]; then
-    dev="$(lsblk -no pkname "$device" 2>/dev/null | head -n1)"
-  fi
-  name="$(basename "$(readlink -f "/sys/block/$dev/device" 2>/dev/null)" 2>/dev/null)"
-  case "$dev" in nvme*) name="${dev%%n[0-9]*}" ;; esac
-  [ -n "$name" ] || { echo 0; return; }
-  awk -v name="$name" -v n="$(nproc)" '
-    NR > 1 && index($0, name) {
-      for (c = 0; c < n; c++) count[c] += $(c + 2)
-    }
-    END {
-      best = 0
-      for (c = 0; c < n; c++) if (count[c] > count[best]) best = c
-      print best
-    }' /proc/interrupts
-}
-cpu="$(disk_irq_cpu)"
+# interrupts (perf/lib.sh). ringkv, pinned, polls for completions on its own core;
+# db_bench runs there too (taskset), like for like.
+cpu="$(disk_irq_cpu "$work")"
 rocks_dir="$work/rocksdb"
 ringkv_dir="$work/ringkv"
 

@@ -21,6 +21,7 @@
 # the ratio table for perf/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source perf/lib.sh
 seconds="${1:-10}"
 requests=$((seconds * 40000)) # redis-benchmark -n per test, about `seconds` for Redis
 command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
@@ -40,20 +41,7 @@ rport=27960 # Redis
 kport=27970 # ringkv client port; shard port 27971, RESP port below
 kresp=27979
 
-# The core that takes the data disk's completion interrupts (as perf/engine-vs-rocksdb.sh).
-disk_irq_cpu() {
-  local device dev name
-  device="$(df "$PWD" | awk 'NR==2 {print $1}')"
-  dev="$(basename "$device")"
-  [ -e "/sys/block/$dev" ] || dev="$(lsblk -no pkname "$device" 2>/dev/null | head -n1)"
-  name="$(basename "$(readlink -f "/sys/block/$dev/device" 2>/dev/null)" 2>/dev/null)"
-  [ -n "$name" ] || { echo 0; return; }
-  awk -v name="$name" -v n="$(nproc)" '
-    NR > 1 && index($0, name) { for (c = 0; c < n; c++) count[c] += $(c + 2) }
-    END { best = 0; for (c = 0; c < n; c++) if (count[c] > count[best]) best = c; print best }
-  ' /proc/interrupts
-}
-srv="$(disk_irq_cpu)"
+srv="$(disk_irq_cpu "$PWD")" # perf/lib.sh
 cli="$(seq 0 $(($(nproc) - 1)) | grep -vx "$srv" | paste -sd, -)"
 [ -n "$cli" ] || cli="$srv"
 
