@@ -19,7 +19,8 @@
 //! - [`storage`]   per-shard LSM engine: direct-I/O commit log, memtables, SSTables,
 //!   manifest, block cache, size-tiered compaction; node metadata
 //! - [`runtime`]   start-up checks, one executor per shard (pinned, polling before it
-//!   sleeps), cross-shard messages, outbox, socket reads/writes, and the watchdog that
+//!   sleeps), cross-shard messages, outbox, socket reads/writes (readiness through one
+//!   epoll instance per executor, not an io_uring poll per read), and the watchdog that
 //!   wakes an executor glommio left asleep
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner);
 //!   [`server::resp`], the Redis front end (`--resp-port`, docs/resp.md) whose GET, SET and

@@ -155,7 +155,7 @@ async fn read_loop(
 ) {
     let mut input = ReadBuffer::default();
     // Only this task borrows the stream; the writer uses its descriptor.
-    let mut stream = stream.borrow_mut();
+    let stream = stream.borrow_mut();
     let reason = loop {
         let buf = &mut input.buf;
         let mut pending = 0;
@@ -192,7 +192,7 @@ async fn read_loop(
                 let _ = tx.send(result);
             }
         }
-        match input.fill(&mut *stream, pending).await {
+        match input.fill(&*stream, pending).await {
             Ok(0) => break "closed by the server".to_string(),
             Ok(_) => {}
             Err(e) => break format!("read: {e}"),

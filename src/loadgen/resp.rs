@@ -315,12 +315,12 @@ async fn write_loop(fd: RawFd, _open: Rc<RefCell<TcpStream>>, shared: Shared) {
 )]
 async fn read_loop(stream: Rc<RefCell<TcpStream>>, shared: Shared) {
     let mut input = ReadBuffer::default();
-    let mut stream = stream.borrow_mut();
+    let stream = stream.borrow_mut();
     let reason = loop {
         if let Err(e) = hand_out_replies(&mut input.buf, &shared) {
             break e.to_string();
         }
-        match input.fill(&mut *stream, 0).await {
+        match input.fill(&*stream, 0).await {
             Ok(0) => break "closed by the server".to_string(),
             Ok(_) => {}
             Err(e) => break format!("read: {e}"),

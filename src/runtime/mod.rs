@@ -10,6 +10,7 @@
 pub mod checks;
 pub mod join;
 pub mod outbox;
+pub mod readiness;
 pub mod socket;
 pub mod watchdog;
 

@@ -1,13 +1,18 @@
 //! Reading a socket into a frame buffer without zeroing memory on every read.
 //!
-//! A `BytesMut` must be initialized before glommio can read into it, and zero-filling a
+//! Reads wait through the executor's epoll instance ([`super::readiness`]), not
+//! glommio's per-read io_uring poll.
+//!
+//! A `BytesMut` must be initialized before it can be read into, and zero-filling a
 //! 16 KiB chunk per read costs more than the read itself when requests are ~100 bytes.
 //! Small reads therefore go through a per-connection scratch buffer (zeroed once) and are
 //! copied; a read for a large pending frame goes straight into the frame buffer, where
 //! the zeroing is paid once per large frame.
 
 use bytes::BytesMut;
-use futures_lite::{AsyncRead, AsyncReadExt};
+use std::os::fd::AsRawFd;
+
+use super::readiness::Readable;
 
 /// Bytes asked of the socket per small read.
 pub const READ_CHUNK_BYTES: usize = 16 << 10;
@@ -17,6 +22,9 @@ pub struct ReadBuffer {
     /// Received bytes not yet taken as frames.
     pub buf: BytesMut,
     scratch: Box<[u8]>,
+    /// The socket's registration with the executor's epoll instance, made on the first
+    /// read ([`super::readiness`]).
+    readable: Option<Readable>,
 }
 
 impl Default for ReadBuffer {
@@ -24,6 +32,7 @@ impl Default for ReadBuffer {
         Self {
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
             scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+            readable: None,
         }
     }
 }
@@ -31,19 +40,23 @@ impl Default for ReadBuffer {
 impl ReadBuffer {
     /// Reads once from `stream`, appending to `buf`; `Ok(0)` at end of stream.
     /// `frame_bytes_pending` is how much more the frame being assembled needs.
-    pub async fn fill<S: AsyncRead + Unpin>(
+    pub async fn fill<S: AsRawFd>(
         &mut self,
-        stream: &mut S,
+        stream: &S,
         frame_bytes_pending: usize,
     ) -> std::io::Result<usize> {
+        let readable = match &mut self.readable {
+            Some(readable) => readable,
+            slot => slot.insert(Readable::new(stream.as_raw_fd())?),
+        };
         if frame_bytes_pending <= READ_CHUNK_BYTES {
-            let n = stream.read(&mut self.scratch).await?;
+            let n = readable.recv(&mut self.scratch).await?;
             self.buf.extend_from_slice(&self.scratch[..n]);
             return Ok(n);
         }
         let start = self.buf.len();
         self.buf.resize(start + frame_bytes_pending, 0);
-        let result = stream.read(&mut self.buf[start..]).await;
+        let result = readable.recv(&mut self.buf[start..]).await;
         let n = *result.as_ref().unwrap_or(&0);
         self.buf.truncate(start + n);
         result

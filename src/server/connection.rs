@@ -110,7 +110,7 @@ impl Reader {
     /// Reads more bytes; false on end of stream or error.
     async fn fill(&mut self) -> bool {
         let pending = self.pending;
-        matches!(self.input.fill(&mut self.stream, pending).await, Ok(n) if n > 0)
+        matches!(self.input.fill(&self.stream, pending).await, Ok(n) if n > 0)
     }
 
     /// Discards the body of a refused frame without buffering it; false if the stream
