@@ -131,6 +131,22 @@ pub fn answer_at_once(
     }
 }
 
+/// A GET this shard answers at once ([`answers_at_once`] holds), for a front end that
+/// wants the stored versions rather than a frame: the coordinator's plan, then `f` on
+/// what memory has. `Err` is the plan's refusal (too few replicas for the consistency).
+pub fn get_at_once<T>(
+    shard: &Shard,
+    key: &[u8],
+    consistency: crate::protocol::Consistency,
+    f: impl FnOnce(Option<&VersionSet>) -> T,
+) -> Result<T, String> {
+    coordinator::plan(shard, key, consistency)?;
+    Ok(shard
+        .engine
+        .read_now(key, f)
+        .expect("answers_at_once said memory answers this read"))
+}
+
 /// Runs `request` on this shard (which must own its key) and encodes the response:
 /// client requests through the coordinator, replica requests on the local engine.
 pub async fn execute_local(

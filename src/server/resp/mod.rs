@@ -167,7 +167,7 @@ impl Reader {
                 }
             }
             let pending = self.pending;
-            match self.input.fill(&mut self.stream, pending).await {
+            match self.input.fill(&self.stream, pending).await {
                 Ok(n) if n > 0 => {}
                 _ => return End::Stopped,
             }
@@ -190,21 +190,30 @@ impl Reader {
                 self.replies.fill(seq, version, reply);
                 return Some(End::Close);
             }
-            Action::Store(op) => {
-                let access = op.access();
-                self.busy.wait_clear(&access).await;
-                self.busy.hold(&access);
-                let (shard, replies, busy) =
-                    (self.shard.clone(), self.replies.clone(), self.busy.clone());
-                glommio::spawn_local(async move {
-                    let reply = store::run(&shard, op).await;
-                    busy.release(&access);
-                    replies.fill(seq, version, reply);
-                })
-                .detach();
+            Action::Store(op) if !self.busy.any_written(&op) => {
+                match store::at_once(&self.shard, &op) {
+                    Some(reply) => self.replies.fill(seq, version, reply),
+                    None => self.start(seq, version, op).await,
+                }
             }
+            Action::Store(op) => self.start(seq, version, op).await,
         }
         None
+    }
+
+    /// Runs a store command as its own task, once no earlier command of the connection
+    /// holds its keys in a way that conflicts.
+    async fn start(&mut self, seq: u64, version: Version, op: store::Op) {
+        let access = op.access();
+        self.busy.wait_clear(&access).await;
+        self.busy.hold(&access);
+        let (shard, replies, busy) = (self.shard.clone(), self.replies.clone(), self.busy.clone());
+        glommio::spawn_local(async move {
+            let reply = store::run(&shard, op).await;
+            busy.release(&access);
+            replies.fill(seq, version, reply);
+        })
+        .detach();
     }
 }
 
@@ -274,6 +283,16 @@ struct Holders {
 }
 
 impl BusyKeys {
+    /// Whether an earlier command is writing a key that `op` reads (the only conflict
+    /// a GET answered at once can have).
+    fn any_written(&self, op: &store::Op) -> bool {
+        let keys = self.keys.borrow();
+        match op {
+            store::Op::Get(key) => keys.get(key).is_some_and(|h| h.writing),
+            _ => !keys.is_empty(),
+        }
+    }
+
     fn conflicts(&self, access: &Access) -> bool {
         let keys = self.keys.borrow();
         access.keys.iter().any(|key| match keys.get(key) {

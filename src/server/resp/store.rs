@@ -89,6 +89,38 @@ fn last_values(pairs: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
     out
 }
 
+/// The reply to `op` when it needs no await: a GET that the binary protocol would also
+/// answer inline ([`dispatch::answers_at_once`]: this node is the key's only replica
+/// and memory has the answer). `None`: run it as a task.
+pub fn at_once(shard: &Shard, op: &Op) -> Option<Reply> {
+    let Op::Get(key) = op else {
+        return None;
+    };
+    let request = Request::Get {
+        consistency: Consistency::Default,
+        key: key.clone(),
+    };
+    if let Err(reply) = check(shard, &request) {
+        return Some(reply);
+    }
+    if dispatch::route(shard, &request) != dispatch::Route::Here
+        || !dispatch::answers_at_once(shard, &request)
+    {
+        return None;
+    }
+    let newest = dispatch::get_at_once(shard, key, Consistency::Default, |versions| {
+        let values = versions.into_iter().flat_map(|v| v.values());
+        values
+            .filter_map(|v| v.value.as_ref().map(|value| (v.timestamp_us, value)))
+            .max()
+            .map(|(_, value)| value.clone())
+    });
+    Some(match newest {
+        Ok(newest) => newest.map_or(Reply::Null, Reply::Bulk),
+        Err(message) => store_error(Status::Unavailable, &message),
+    })
+}
+
 pub async fn run(shard: &Rc<Shard>, op: Op) -> Reply {
     let result = match op {
         Op::Get(key) => read(shard.clone(), key)
