@@ -100,23 +100,50 @@ start_cluster() {
   echo "server: taskset -c $srv $bin local --nodes 3 --shards 1 --port $kport --data-dir $work/cluster -- --sync periodic"
 }
 
-# redis-benchmark: SET then GET; the CSV lines go to $json/<name>.csv.
+# Busy and total jiffies of core $1 so far (busy: all but idle and iowait).
+core_ticks() {
+  awk -v c="cpu$1" '$1 == c { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6 }' /proc/stat
+}
+
+# measured NAME OP cmd...: runs cmd and appends "OP <busy fraction of the server core>"
+# to $json/NAME.cpu (the "per server core" figures divide ops/s by it).
+measured() {
+  local name="$1" op="$2"; shift 2
+  local before after
+  before="$(core_ticks "$srv")"
+  "$@"
+  after="$(core_ticks "$srv")"
+  echo "$op $before $after" | awk '{ printf "%s %.3f\n", $1, ($4 - $2) / ($5 - $3) }' >>"$json/$name.cpu"
+}
+
+# redis-benchmark: SET, then GET, each its own run (so each has its own server-core
+# figure); the CSV lines go to $json/<name>.csv.
 redis_benchmark() { # name port extra...
   local name="$1" port="$2"; shift 2
-  local cmd=(taskset -c "$cli" redis-benchmark -p "$port" -t set,get -n "$requests" -c 50 -d 100
-    -r 100000 --csv "$@")
-  echo "redis-benchmark: ${cmd[*]}"
-  "${cmd[@]}" | tee "$json/$name.csv"
+  local test
+  for test in set get; do
+    local cmd=(taskset -c "$cli" redis-benchmark -p "$port" -t "$test" -n "$requests" -c 50 -d 100
+      -r 100000 --csv "$@")
+    echo "redis-benchmark: ${cmd[*]}"
+    measured "$name" "${test^^}" "${cmd[@]}" >"$json/$name.$test.csv"
+    cat "$json/$name.$test.csv"
+    if [ "$test" = set ]; then cat "$json/$name.$test.csv"; else tail -n +2 "$json/$name.$test.csv"; fi \
+      >>"$json/$name.csv"
+  done
 }
 
 # ringkv bench over RESP (redis://), YCSB A, closed loop; JSON to $json/<name>.json.
+# The records are written first by a short run of its own, so that the measured run
+# (and its server-core figure) is the workload alone.
 ringkv_bench() { # name target extra...
   local name="$1" target="$2"; shift 2
-  local cmd=(taskset -c "$cli" "$bin" bench --target "$target" --workload a --distribution uniform
-    --records 100000 --value-size 100 --connections 50 --prefill --duration "$seconds"
-    --json "$json/$name.json" "$@")
+  local common=(taskset -c "$cli" "$bin" bench --target "$target" --workload a
+    --distribution uniform --records 100000 --value-size 100 --connections 50)
+  echo "ringkv bench (load the records): ${common[*]} --prefill --duration 1"
+  "${common[@]}" --prefill --duration 1 >/dev/null
+  local cmd=("${common[@]}" --duration "$seconds" --json "$json/$name.json" "$@")
   echo "ringkv bench: ${cmd[*]}"
-  "${cmd[@]}"
+  measured "$name" all "${cmd[@]}"
 }
 
 case_run() { # title system name port

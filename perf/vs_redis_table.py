@@ -4,8 +4,12 @@
 ratios of throughput and latency percentiles per case and driver.
 
 Throughput ratio > 1 and latency ratio < 1 favour ringkv. redis-benchmark reports
-p50/p99 (no p99.9); `ringkv bench` reports p50/p99/p99.9. Both servers had one core,
-so the throughput ratio is also the ratio per server core.
+p50/p99 (no p99.9); `ringkv bench` reports p50/p99/p99.9.
+
+Both servers had one core, but a server need not keep its core busy: when the client
+core saturates first, the server idles part of the time. So the table also gives how
+busy the server core was during each run (NAME.cpu, written by the script) and the
+throughput per busy server core, ops/s ÷ busy fraction, and its ratio.
 
 Usage: perf/vs_redis_table.py DIR
 """
@@ -44,6 +48,21 @@ def ringkv_bench(path):
     )
 
 
+def busy(path):
+    """{op: busy fraction of the server core} from one NAME.cpu file (empty if none)."""
+    out = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                op, fraction = line.split()
+                out[op] = float(fraction)
+    return out
+
+
+def per_core(ops, fraction):
+    return ops / fraction if fraction else 0.0
+
+
 def ratio(a, b):
     return f"{a / b:.2f}" if b else "–"
 
@@ -57,30 +76,41 @@ def main():
         ("pipeline", "50 conns × 16 pipelined (periodic / no persistence)", "pipeline"),
         ("cluster", "3-node ringkv, N=3 QUORUM, on one core / Redis no persistence", "plain"),
     ]
-    print("| case | driver | op | ringkv ops/s | Redis ops/s | ops/s ratio | p50 ratio | p99 ratio | p99.9 ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| case | driver | op | ringkv ops/s | Redis ops/s | ops/s ratio "
+        "| server core busy, ringkv / Redis | per busy server core, ringkv / Redis "
+        "| per-core ratio | p50 ratio | p99 ratio | p99.9 ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def row(title, driver, op, k, r, k_busy, r_busy, p999):
+        kc, rc = per_core(k[0], k_busy), per_core(r[0], r_busy)
+        print(
+            f"| {title} | {driver} | {op} | {k[0]:,.0f} | {r[0]:,.0f} | {ratio(k[0], r[0])} "
+            f"| {k_busy:.0%} / {r_busy:.0%} | {kc:,.0f} / {rc:,.0f} | **{ratio(kc, rc)}** "
+            f"| {ratio(k[1], r[1])} | {ratio(k[2], r[2])} | {p999} |"
+        )
+
     for name, title, redis_case in cases:
         k_rb = os.path.join(d, f"{name}-ringkv-rb.csv")
         r_rb = os.path.join(d, f"{redis_case}-redis-rb.csv")
+        k_cpu = busy(os.path.join(d, f"{name}-ringkv-rb.cpu"))
+        r_cpu = busy(os.path.join(d, f"{redis_case}-redis-rb.cpu"))
         if have(f"{name}-ringkv-rb.csv") and have(f"{redis_case}-redis-rb.csv"):
             k, r = redis_benchmark(k_rb), redis_benchmark(r_rb)
             for op in ("SET", "GET"):
                 if op in k and op in r:
-                    print(
-                        f"| {title} | redis-benchmark | {op} | {k[op][0]:,.0f} | {r[op][0]:,.0f} "
-                        f"| {ratio(k[op][0], r[op][0])} | {ratio(k[op][1], r[op][1])} "
-                        f"| {ratio(k[op][2], r[op][2])} | – |"
-                    )
+                    row(title, "redis-benchmark", op, k[op], r[op],
+                        k_cpu.get(op, 0.0), r_cpu.get(op, 0.0), "–")
         k_kb = os.path.join(d, f"{name}-ringkv-kb.json")
         r_kb = os.path.join(d, f"{redis_case}-redis-kb.json")
         if have(f"{name}-ringkv-kb.json") and have(f"{redis_case}-redis-kb.json"):
             k, r = ringkv_bench(k_kb), ringkv_bench(r_kb)
             errors = f" ({k[4]} / {r[4]} errors)" if k[4] or r[4] else ""
-            print(
-                f"| {title} | ringkv bench redis:// | 50/50 GET/SET{errors} | {k[0]:,.0f} | {r[0]:,.0f} "
-                f"| {ratio(k[0], r[0])} | {ratio(k[1], r[1])} | {ratio(k[2], r[2])} "
-                f"| {ratio(k[3], r[3])} |"
-            )
+            k_busy = busy(os.path.join(d, f"{name}-ringkv-kb.cpu")).get("all", 0.0)
+            r_busy = busy(os.path.join(d, f"{redis_case}-redis-kb.cpu")).get("all", 0.0)
+            row(title, "ringkv bench redis://", f"50/50 GET/SET{errors}", k, r,
+                k_busy, r_busy, ratio(k[3], r[3]))
     print()
     print("Absolute latencies (ms), `ringkv bench` rows: p50 / p99 / p99.9")
     for name, title, redis_case in cases:
