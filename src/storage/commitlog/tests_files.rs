@@ -354,3 +354,73 @@ fn roll_then_remove_segments_below_recycles_covered_segments() {
     assert_eq!(records, after);
     assert_eq!(report.segment_ids, vec![2]);
 }
+
+/// The extents of `path` as (logical offset, length, unwritten), from FIEMAP.
+fn extents(path: &Path) -> Vec<(u64, u64, bool)> {
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const MAX: usize = 64;
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Map {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped: u32,
+        count: u32,
+        reserved: u32,
+        extents: [Extent; MAX],
+    }
+    let file = std::fs::File::open(path).unwrap();
+    let mut map = Map {
+        start: 0,
+        length: u64::MAX,
+        flags: 1, // FIEMAP_FLAG_SYNC
+        mapped: 0,
+        count: MAX as u32,
+        reserved: 0,
+        extents: [Extent::default(); MAX],
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: `map` is a valid fiemap with room for `count` extents.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map) };
+    assert_eq!(rc, 0, "FIEMAP: {}", std::io::Error::last_os_error());
+    map.extents[..map.mapped as usize]
+        .iter()
+        .map(|e| (e.logical, e.length, e.flags & FIEMAP_EXTENT_UNWRITTEN != 0))
+        .collect()
+}
+
+/// Records land in blocks already written with zeros, so a batch's fdatasync need not
+/// write the extent tree (the writer's `ZERO_AHEAD_BYTES`).
+#[test]
+fn records_land_in_blocks_zeroed_ahead_of_them() {
+    let dir = temp_dir();
+    let segment_bytes = 8 << 20;
+    let payloads = (0..50).map(|i| payload(i, 1000)).collect();
+    write_log(dir.path(), segment_bytes, payloads);
+    let path = segment::path(dir.path(), 1);
+    let extents = extents(&path);
+    let written_through = extents
+        .iter()
+        .filter(|(_, _, unwritten)| !unwritten)
+        .map(|(start, len, _)| start + len)
+        .max()
+        .unwrap_or(0);
+    // 50 records of ~1 KiB: the first zeroed stretch (1 MiB) covers them, and the
+    // segment past it is still preallocated, not written (when the file system
+    // preallocates at all).
+    assert!(written_through >= 1 << 20, "{extents:?}");
+    if extents.iter().any(|e| e.2) {
+        assert!(written_through < segment_bytes, "{extents:?}");
+    }
+}

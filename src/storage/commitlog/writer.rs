@@ -42,7 +42,22 @@ pub(super) struct ActiveSegment<F> {
     records: u64,
     /// When the oldest write not yet covered by an fdatasync was made.
     dirty_since: Option<Instant>,
+    /// End of the blocks written at least once (with zeros, ahead of the records):
+    /// overwriting them changes no file metadata. See [`ZERO_AHEAD_BYTES`].
+    zeroed: u64,
 }
+
+/// Zeros written ahead of the records at a time.
+///
+/// A segment is preallocated, but preallocated extents are "unwritten": the first
+/// write into each one converts it, and the next fdatasync must then write the inode
+/// and extent tree too. Measured on this project's ext4 VM: 215 µs per 8 KiB write +
+/// fdatasync into unwritten extents, 131 µs into written ones, and the conversion also
+/// costs CPU in the kernel's io_uring worker. So the writer zero-fills the segment a
+/// stretch at a time ahead of the records (1 MiB: about 0.5 ms of writing, once per
+/// megabyte of log), and a batch's fdatasync is only a cache flush. The zeros need no
+/// fdatasync of their own: unwritten or written, the blocks read back as zeros.
+const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
 /// What [`decide`] needs to know about the active segment.
 #[derive(Clone, Copy, Debug)]
@@ -166,6 +181,7 @@ pub(super) async fn create_segment<D: LogDisk>(
         tail: Vec::new(),
         records: 0,
         dirty_since: None,
+        zeroed: BLOCK_BYTES,
     })
 }
 
@@ -233,6 +249,7 @@ async fn write_batch<D: LogDisk>(
     core.space.signal(bytes as u64);
     seg.tail = out[(segment::align_down(end) - start) as usize..(end - start) as usize].to_vec();
 
+    zero_ahead(core, seg, segment::align_up(end)).await?;
     seg.file
         .write_at(buf, start)
         .await
@@ -248,6 +265,26 @@ async fn write_batch<D: LogDisk>(
     }
     if core.sync == SyncMode::Batch {
         sync(core, seg).await?;
+    }
+    Ok(())
+}
+
+/// Writes zeros from `seg.zeroed` through at least `through` (a block boundary), a
+/// [`ZERO_AHEAD_BYTES`] stretch at a time, never past the segment's end.
+async fn zero_ahead<D: LogDisk>(
+    core: &Core<D>,
+    seg: &mut ActiveSegment<D::File>,
+    through: u64,
+) -> Result<(), Fault> {
+    while seg.zeroed < through.min(core.segment_bytes) {
+        let end = (seg.zeroed + ZERO_AHEAD_BYTES).min(core.segment_bytes);
+        let mut zeros = glommio::allocate_dma_buffer((end - seg.zeroed) as usize);
+        zeros.as_bytes_mut().fill(0);
+        seg.file
+            .write_at(zeros, seg.zeroed)
+            .await
+            .map_err(|e| Fault::new("write", &seg.path, e))?;
+        seg.zeroed = end;
     }
     Ok(())
 }
