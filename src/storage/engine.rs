@@ -413,20 +413,24 @@ impl Engine {
                 .await;
         }
         let guard = core.locks.lock(&key).await;
-        let (stored, _) = core.stored_under_lock(&key).await?;
         // The shard's clock gives a counter above every one this shard minted, for a
         // node entry that holds no values (`VersionSet::coordinate`), and then stays
         // above the counter minted.
         let fresh = core.tick(timestamp_us);
-        let stored_context;
-        let context = match seen {
-            Some(context) => context,
-            None => {
-                stored_context = stored.context();
-                &stored_context
-            }
-        };
-        let versions = VersionSet::coordinate(&stored, context, versioned, core.node_id, fresh);
+        let node_id = core.node_id;
+        let versions = core
+            .build_on_stored(&key, |stored| {
+                let stored_context;
+                let context = match seen {
+                    Some(context) => context,
+                    None => {
+                        stored_context = stored.context();
+                        &stored_context
+                    }
+                };
+                VersionSet::coordinate(stored, context, versioned, node_id, fresh)
+            })
+            .await?;
         core.clock
             .set(core.clock.get().max(versions.counter_of(core.node_id)));
         core.check_storable(&key, &versions)?;
@@ -659,6 +663,30 @@ impl Core {
                 None,
             )),
         }
+    }
+
+    /// `f` of what a write under the key's lock builds on (as [`Self::stored_under_lock`]),
+    /// without copying the set when the pending sets or memory hold it.
+    async fn build_on_stored<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&VersionSet) -> R,
+    ) -> Result<R, StorageError> {
+        let mut f = Some(f);
+        let mut apply = |versions: &VersionSet| f.take().expect("applied once")(versions);
+        let pending = self.pending.borrow().get(key).map(|p| apply(&p.versions));
+        if let Some(built) = pending {
+            return Ok(built);
+        }
+        if let Some(built) = self.memory.find(key, &mut apply) {
+            return Ok(built);
+        }
+        let stored = self
+            .tables
+            .get(key)
+            .await?
+            .unwrap_or_else(VersionSet::empty);
+        Ok(apply(&stored))
     }
 
     /// The key's set in the newest memtable that holds it, else merged over the tables.

@@ -41,6 +41,13 @@ impl Memtable {
     /// must own their memory (not slices of a network buffer): the memtable keeps them.
     pub fn merge(&mut self, key: Bytes, versions: VersionSet) {
         match self.map.get_mut(key.as_ref()) {
+            // A set built on the stored one under the key's lock (a coordinated write)
+            // has seen all of it: the merge is that set, so skip building it.
+            Some(stored) if versions.dominates(stored) => {
+                debug_assert!(stored.sync(&versions) == versions);
+                self.bytes = self.bytes - stored.encoded_len() + versions.encoded_len();
+                *stored = versions;
+            }
             Some(stored) => {
                 let merged = stored.sync(&versions);
                 self.bytes = self.bytes - stored.encoded_len() + merged.encoded_len();
