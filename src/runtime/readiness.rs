@@ -27,6 +27,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use futures_lite::AsyncReadExt;
 
@@ -282,9 +283,13 @@ async fn drive(poller: std::rc::Weak<Poller>) {
             idle_rounds += 1;
         }
         if idle_rounds < 2 {
-            // Let the readers (and everyone else) run, then look again.
+            // Let the readers (and everyone else) run, then look again after glommio's
+            // next I/O poll. Not `yield_now`: a task that is always runnable keeps the
+            // task queue from emptying, and glommio submits queued I/O (a commit-log
+            // fdatasync, say) only when it empties or is preempted — that was measured
+            // delaying a batch's fdatasync by 0.4 ms. A timer fires in that poll.
             drop(poller);
-            futures_lite::future::yield_now().await;
+            glommio::timer::sleep(Duration::from_micros(1)).await;
             continue;
         }
         idle_rounds = 0;
@@ -302,7 +307,6 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixStream as StdUnixStream;
-    use std::time::Duration;
 
     fn run<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
     where
