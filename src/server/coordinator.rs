@@ -278,34 +278,38 @@ pub async fn write(
     };
     let mut quorum = WriteQuorum::new(&ids, w);
     quorum.record(shard.node_id, Ok(()));
-    let (tx, rx) = flume::unbounded::<(NodeId, Result<(), String>)>();
-    let encoded: Bytes = versions.encode().into();
-    for replica in replicas
+    let mut others = replicas
         .iter()
         .copied()
         .filter(|r| r.node_id != shard.node_id)
-    {
-        let (shard, tx) = (shard.clone(), tx.clone());
-        let request = Request::ReplicaWrite {
-            key: key.clone(),
-            versions: encoded.clone(),
-        };
-        glommio::spawn_local(async move {
-            let result = match send(&shard, &replica, &request).await {
-                Ok(response) if response.status == Status::Ok => Ok(()),
-                Ok(response) => Err(format!("{:?}: {}", response.status, response.message)),
-                Err(e) => Err(e),
+        .peekable();
+    // A key this node alone replicates needs no channel and no encoded set.
+    if others.peek().is_some() {
+        let (tx, rx) = flume::unbounded::<(NodeId, Result<(), String>)>();
+        let encoded: Bytes = versions.encode().into();
+        for replica in others {
+            let (shard, tx) = (shard.clone(), tx.clone());
+            let request = Request::ReplicaWrite {
+                key: key.clone(),
+                versions: encoded.clone(),
             };
-            let _ = tx.send((replica.node_id, result));
-        })
-        .detach();
-    }
-    drop(tx);
-    while quorum.progress() == Progress::Waiting {
-        let Ok((node, result)) = rx.recv_async().await else {
-            break;
-        };
-        quorum.record(node, result);
+            glommio::spawn_local(async move {
+                let result = match send(&shard, &replica, &request).await {
+                    Ok(response) if response.status == Status::Ok => Ok(()),
+                    Ok(response) => Err(format!("{:?}: {}", response.status, response.message)),
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send((replica.node_id, result));
+            })
+            .detach();
+        }
+        drop(tx);
+        while quorum.progress() == Progress::Waiting {
+            let Ok((node, result)) = rx.recv_async().await else {
+                break;
+            };
+            quorum.record(node, result);
+        }
     }
     if quorum.progress() == Progress::Succeeded {
         let body = ResponseBody::Written {
