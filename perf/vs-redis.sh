@@ -57,6 +57,22 @@ stop_all() {
 }
 trap stop_all EXIT
 
+# Waits (up to 10 s) until nothing listens on any of the given ports; fails otherwise.
+# A server left over from an earlier run would otherwise answer in place of the one
+# this script starts (Redis refuses the port and exits, the stale one is measured).
+ports_free() { # port...
+  local port
+  for _ in $(seq 100); do
+    local busy=""
+    for port in "$@"; do
+      ss -Hltn "sport = :$port" | grep -q . && busy="$port"
+    done
+    [ -z "$busy" ] && return 0
+    sleep 0.1
+  done
+  echo "port $busy is taken by another process: stop it first"; ss -ltnp "sport = :$busy"; exit 1
+}
+
 wait_port() { # port
   for _ in $(seq 300); do
     redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
@@ -67,6 +83,7 @@ wait_port() { # port
 
 start_redis() { # extra redis-server args...
   stop_all
+  ports_free "$rport"
   rm -rf "$work/redis" && mkdir -p "$work/redis"
   taskset -c "$srv" redis-server --port "$rport" --dir "$work/redis" --save '' "$@" \
     >"$work/redis.log" 2>&1 &
@@ -77,6 +94,7 @@ start_redis() { # extra redis-server args...
 
 start_ringkv() { # extra ringkv server args...
   stop_all
+  ports_free "$kport" "$((kport + 1))" "$kresp"
   rm -rf "$work/ringkv"
   "$bin" server --data-dir "$work/ringkv" --port "$kport" --resp-port "$kresp" --shards 1 \
     --cpus "$srv" "$@" >"$work/ringkv.log" 2>&1 &
@@ -87,6 +105,7 @@ start_ringkv() { # extra ringkv server args...
 
 start_cluster() {
   stop_all
+  ports_free $(seq "$kport" "$((kport + 8))")
   rm -rf "$work/cluster"
   taskset -c "$srv" "$bin" local --nodes 3 --shards 1 --port "$kport" --data-dir "$work/cluster" \
     -- --sync periodic >"$work/cluster.log" 2>&1 &
