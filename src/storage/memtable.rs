@@ -23,9 +23,16 @@ use crate::version::VersionSet;
 /// order of magnitude, not the exact figure.
 const ENTRY_OVERHEAD_BYTES: usize = 144;
 
+/// A key's set, with its encoded length: replacing the set then needs no walk of the
+/// old one (cold in cache) to keep `bytes` right.
+struct Entry {
+    versions: VersionSet,
+    encoded_len: usize,
+}
+
 #[derive(Default)]
 pub struct Memtable {
-    map: AHashMap<Bytes, VersionSet>,
+    map: AHashMap<Bytes, Entry>,
     /// The keys of `map`, in order (the same `Bytes`: a reference count, no copy).
     order: BTreeSet<Bytes>,
     /// Approximate memory held, for the flush threshold.
@@ -34,7 +41,7 @@ pub struct Memtable {
 
 impl Memtable {
     pub fn get(&self, key: &[u8]) -> Option<&VersionSet> {
-        self.map.get(key)
+        self.map.get(key).map(|entry| &entry.versions)
     }
 
     /// Merges `versions` into the key's stored set. `key` and the values in `versions`
@@ -43,20 +50,35 @@ impl Memtable {
         match self.map.get_mut(key.as_ref()) {
             // A set built on the stored one under the key's lock (a coordinated write)
             // has seen all of it: the merge is that set, so skip building it.
-            Some(stored) if versions.dominates(stored) => {
-                debug_assert!(stored.sync(&versions) == versions);
-                self.bytes = self.bytes - stored.encoded_len() + versions.encoded_len();
-                *stored = versions;
+            Some(entry) if versions.dominates(&entry.versions) => {
+                debug_assert!(entry.versions.sync(&versions) == versions);
+                let encoded_len = versions.encoded_len();
+                self.bytes = self.bytes - entry.encoded_len + encoded_len;
+                *entry = Entry {
+                    versions,
+                    encoded_len,
+                };
             }
-            Some(stored) => {
-                let merged = stored.sync(&versions);
-                self.bytes = self.bytes - stored.encoded_len() + merged.encoded_len();
-                *stored = merged;
+            Some(entry) => {
+                let versions = entry.versions.sync(&versions);
+                let encoded_len = versions.encoded_len();
+                self.bytes = self.bytes - entry.encoded_len + encoded_len;
+                *entry = Entry {
+                    versions,
+                    encoded_len,
+                };
             }
             None => {
-                self.bytes += key.len() + versions.encoded_len() + ENTRY_OVERHEAD_BYTES;
+                let encoded_len = versions.encoded_len();
+                self.bytes += key.len() + encoded_len + ENTRY_OVERHEAD_BYTES;
                 self.order.insert(key.clone());
-                self.map.insert(key, versions);
+                self.map.insert(
+                    key,
+                    Entry {
+                        versions,
+                        encoded_len,
+                    },
+                );
             }
         }
     }
@@ -75,7 +97,7 @@ impl Memtable {
 
     /// Entries in key order (for flushes and scans).
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &VersionSet)> {
-        self.order.iter().map(|key| (key, &self.map[key]))
+        self.order.iter().map(|key| (key, &self.map[key].versions))
     }
 
     /// Entries after `after` (all of them for `None`), in key order: lets a flush walk
@@ -85,6 +107,6 @@ impl Memtable {
         let start = after.map_or(Unbounded, Excluded);
         self.order
             .range::<Bytes, _>((start, Unbounded))
-            .map(|key| (key, &self.map[key]))
+            .map(|key| (key, &self.map[key].versions))
     }
 }
