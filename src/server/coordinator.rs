@@ -213,6 +213,15 @@ async fn read_remote(
     }
 }
 
+/// What a PUT or DELETE came to.
+pub enum Written {
+    /// W replicas hold it: the set this node stored (pruned as the replicas got it).
+    Stored(VersionSet),
+    /// Anything else, as the client is to be answered: a refusal, a failure, or the
+    /// answer of the replica that coordinated it instead of this node.
+    Answer(Response),
+}
+
 /// PUT or DELETE: coordinated by a replica, answered after W.
 pub async fn write(
     shard: &Rc<Shard>,
@@ -221,7 +230,18 @@ pub async fn write(
     request: Request,
     out: &mut Vec<u8>,
 ) {
-    let (key, context, value, consistency) = match &request {
+    let response = match write_typed(shard, &request).await {
+        Written::Stored(versions) => Response::ok(ResponseBody::Written {
+            context: versions.context().encode().into(),
+        }),
+        Written::Answer(response) => response,
+    };
+    encode_response(opcode, request_id, &response, out);
+}
+
+/// [`write`] for a front end that wants the outcome rather than a frame (RESP).
+pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
+    let (key, context, value, consistency) = match request {
         Request::Put {
             key,
             context,
@@ -242,21 +262,16 @@ pub async fn write(
     };
     let (replicas, w) = match plan(shard, &key, consistency) {
         Ok(plan) => plan,
-        Err(message) => {
-            encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
-            return;
-        }
+        Err(message) => return Written::Answer(Response::error(Status::Unavailable, message)),
     };
     if !replicas.iter().any(|r| r.node_id == shard.node_id) {
-        forward_to_a_replica(shard, request_id, opcode, &request, &replicas, out).await;
-        return;
+        return Written::Answer(forward_to_a_replica(shard, request, &replicas).await);
     }
     let supersedes = match Supersedes::decode(&context) {
         Ok(context) => context,
         Err(e) => {
             let message = format!("context is not one ringkv gave out: {e}");
-            encode_error_response(opcode, request_id, Status::BadRequest, &message, out);
-            return;
+            return Written::Answer(Response::error(Status::BadRequest, message));
         }
     };
     let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
@@ -272,8 +287,7 @@ pub async fn write(
         }
         Err(e) => {
             let message = format!("node {:016x} shard {}: {e}", shard.node_id, shard.id);
-            encode_error_response(opcode, request_id, e.status(), &message, out);
-            return;
+            return Written::Answer(Response::error(e.status(), message));
         }
     };
     let mut quorum = WriteQuorum::new(&ids, w);
@@ -312,36 +326,23 @@ pub async fn write(
         }
     }
     if quorum.progress() == Progress::Succeeded {
-        let body = ResponseBody::Written {
-            context: versions.context().encode().into(),
-        };
-        encode_response(opcode, request_id, &Response::ok(body), out);
+        Written::Stored(versions)
     } else {
         let message = format!(
             "the write is stored on {} replica(s), not the {w} asked for: {}",
             quorum.unavailable().succeeded,
             quorum.unavailable()
         );
-        encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+        Written::Answer(Response::error(Status::Unavailable, message))
     }
 }
 
 /// This node is not a replica of the key: the first replica that answers coordinates.
-async fn forward_to_a_replica(
-    shard: &Shard,
-    request_id: u32,
-    opcode: u8,
-    request: &Request,
-    replicas: &[Replica],
-    out: &mut Vec<u8>,
-) {
+async fn forward_to_a_replica(shard: &Shard, request: &Request, replicas: &[Replica]) -> Response {
     let mut failures = Vec::new();
     for replica in replicas {
         match send(shard, replica, request).await {
-            Ok(response) => {
-                encode_response(opcode, request_id, &response, out);
-                return;
-            }
+            Ok(response) => return response,
             Err(e) => failures.push(format!("node {:016x}: {e}", replica.node_id)),
         }
     }
@@ -349,7 +350,7 @@ async fn forward_to_a_replica(
         "no replica of the key could take the write: {}",
         failures.join("; ")
     );
-    encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
+    Response::error(Status::Unavailable, message)
 }
 
 #[cfg(test)]

@@ -207,6 +207,25 @@ pub async fn run(shard: &Rc<Shard>, request: Request) -> Response {
     decode_own_frame(frame, opcode)
 }
 
+/// A PUT or DELETE run as [`run`] runs it, for a front end that needs the outcome only
+/// (RESP): a write this shard coordinates builds no response frame.
+pub async fn write(shard: &Rc<Shard>, request: Request) -> coordinator::Written {
+    if shard.permits.acquire(1).await.is_err() {
+        let response = Response::error(Status::Unavailable, "the shard is shutting down");
+        return coordinator::Written::Answer(response);
+    }
+    let written = match route(shard, &request) {
+        Route::Here => coordinator::write_typed(shard, &request).await,
+        Route::Shard(owner) => {
+            let opcode = request.opcode();
+            let frame = forward(shard, owner, 0, opcode, request).await;
+            coordinator::Written::Answer(decode_own_frame(frame, opcode))
+        }
+    };
+    shard.permits.signal(1);
+    written
+}
+
 /// Decodes a response frame this node encoded; one that does not decode is a bug,
 /// answered as Internal rather than taking the shard down.
 fn decode_own_frame(frame: Vec<u8>, opcode: u8) -> Response {

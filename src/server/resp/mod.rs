@@ -4,9 +4,13 @@
 //! Every shard accepts on the RESP port (`--resp-port`; SO_REUSEPORT spreads the
 //! connections over the shards, as for the client port). A connection's reader parses
 //! commands ([`crate::protocol::resp`]), decides what each one is (`commands`) and
-//! either answers at once (PING, HELLO, CONFIG GET, ...) or hands a store operation to
-//! a task (`store`): GET, SET and DEL become the binary protocol's requests and run
-//! through the same routing and coordinator ([`super::dispatch::run`]).
+//! either answers at once (PING, HELLO, CONFIG GET, ...) or runs a store operation
+//! (`store`): GET, SET and DEL become the binary protocol's requests and run through
+//! the same routing and coordinator ([`super::dispatch::run`], and
+//! [`super::dispatch::write`] for writes, which skips the response frame). A GET that
+//! memory answers is answered inline, as the binary protocol's is; an operation with
+//! nothing pipelined behind it and nothing of its connection running is awaited by the
+//! reader itself; otherwise it runs as its own task.
 //!
 //! Redis answers a connection's commands in order, and runs them in order: a
 //! pipelined `SET k v` then `GET k` reads `v`. So replies wait for the ones before
@@ -204,6 +208,14 @@ impl Reader {
     /// Runs a store command as its own task, once no earlier command of the connection
     /// holds its keys in a way that conflicts.
     async fn start(&mut self, seq: u64, version: Version, op: store::Op) {
+        if self.input.buf.is_empty() && self.busy.is_idle() {
+            // Nothing pipelined behind it and nothing of this connection running: the
+            // reader runs it itself (no task, no key bookkeeping); it would only wait
+            // for the socket otherwise.
+            let reply = store::run(&self.shard, op).await;
+            self.replies.fill(seq, version, reply);
+            return;
+        }
         let access = op.access();
         self.busy.wait_clear(&access).await;
         self.busy.hold(&access);
@@ -283,6 +295,11 @@ struct Holders {
 }
 
 impl BusyKeys {
+    /// No command of the connection holds a key.
+    fn is_idle(&self) -> bool {
+        self.keys.borrow().is_empty()
+    }
+
     /// Whether an earlier command is writing a key that `op` reads (the only conflict
     /// a GET answered at once can have).
     fn any_written(&self, op: &store::Op) -> bool {

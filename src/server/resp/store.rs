@@ -1,6 +1,6 @@
 //! GET, SET, DEL, EXISTS, MGET and MSET as the binary protocol's requests, through the
-//! same routing and coordinator ([`dispatch::run`]), with the node's default
-//! consistency.
+//! same routing and coordinator ([`dispatch::run`]; writes through [`dispatch::write`],
+//! the same path without a response frame), with the node's default consistency.
 //!
 //! A Redis client has no causal context, so:
 //!
@@ -31,6 +31,7 @@ use crate::protocol::resp::Reply;
 use crate::protocol::{Consistency, Request, Response, ResponseBody, Status, WireValue};
 use crate::version::CONTEXT_OVERWRITE;
 
+use super::super::coordinator::Written;
 use super::super::dispatch;
 use super::{Access, Shard};
 
@@ -219,7 +220,11 @@ async fn set(shard: Rc<Shard>, (key, value): (Bytes, Bytes)) -> Result<(), Reply
         context: Bytes::from_static(&[CONTEXT_OVERWRITE]),
         value,
     };
-    written(send(&shard, request).await?)
+    check(&shard, &request)?;
+    match dispatch::write(&shard, request).await {
+        Written::Stored(_) => Ok(()),
+        Written::Answer(response) => written(response),
+    }
 }
 
 /// Deletes a key that has a value, with the context of the read that found it.
@@ -233,7 +238,11 @@ async fn delete(shard: Rc<Shard>, key: Bytes) -> Result<bool, Reply> {
         key,
         context: read.context,
     };
-    written(send(&shard, request).await?).map(|()| true)
+    check(&shard, &request)?;
+    match dispatch::write(&shard, request).await {
+        Written::Stored(_) => Ok(true),
+        Written::Answer(response) => written(response).map(|()| true),
+    }
 }
 
 fn written(response: Response) -> Result<(), Reply> {
