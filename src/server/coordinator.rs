@@ -25,7 +25,7 @@ use crate::protocol::{
 use crate::replication::quorum::{Progress, ReadQuorum, WriteQuorum};
 use crate::replication::{needed, Consistency};
 use crate::ring::cluster::{NodeId, Replica};
-use crate::version::{now_us, Pruning, Supersedes, VersionSet};
+use crate::version::{now_us, Context, Pruning, Supersedes, VersionSet};
 
 use super::dispatch::encode_versions;
 use super::Shard;
@@ -215,8 +215,9 @@ async fn read_remote(
 
 /// What a PUT or DELETE came to.
 pub enum Written {
-    /// W replicas hold it: the set this node stored (pruned as the replicas got it).
-    Stored(VersionSet),
+    /// W replicas hold it: the context of the set this node stored (pruned as the
+    /// replicas got it).
+    Stored(Context),
     /// Anything else, as the client is to be answered: a refusal, a failure, or the
     /// answer of the replica that coordinated it instead of this node.
     Answer(Response),
@@ -231,8 +232,8 @@ pub async fn write(
     out: &mut Vec<u8>,
 ) {
     let response = match write_typed(shard, &request).await {
-        Written::Stored(versions) => Response::ok(ResponseBody::Written {
-            context: versions.context().encode().into(),
+        Written::Stored(context) => Response::ok(ResponseBody::Written {
+            context: context.encode().into(),
         }),
         Written::Answer(response) => response,
     };
@@ -275,16 +276,29 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
         }
     };
     let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
-    let versions = match shard
+    let alone = replicas.len() == 1;
+    let rule = pruning(&ids, shard.prune_clocks_after);
+    // What the client gets (the context) and the other replicas (the set, encoded):
+    // the entries the ring still needs.
+    let given_out = |stored: &VersionSet| {
+        let pruned;
+        let set = if stored.may_prune(&rule) {
+            let mut copy = stored.clone();
+            copy.prune(&rule);
+            pruned = copy;
+            &pruned
+        } else {
+            stored
+        };
+        let encoded = (!alone).then(|| Bytes::from(set.encode()));
+        (set.context(), encoded)
+    };
+    let (context, encoded) = match shard
         .engine
-        .write_over(&key, &supersedes, value.as_deref(), now_us())
+        .write_over_with(&key, &supersedes, value.as_deref(), now_us(), given_out)
         .await
     {
-        Ok(mut versions) => {
-            // What the replicas and the client get: the entries the ring still needs.
-            versions.prune(&pruning(&ids, shard.prune_clocks_after));
-            versions
-        }
+        Ok(given_out) => given_out,
         Err(e) => {
             let message = format!("node {:016x} shard {}: {e}", shard.node_id, shard.id);
             return Written::Answer(Response::error(e.status(), message));
@@ -292,15 +306,13 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
     };
     let mut quorum = WriteQuorum::new(&ids, w);
     quorum.record(shard.node_id, Ok(()));
-    let mut others = replicas
+    let others = replicas
         .iter()
         .copied()
-        .filter(|r| r.node_id != shard.node_id)
-        .peekable();
+        .filter(|r| r.node_id != shard.node_id);
     // A key this node alone replicates needs no channel and no encoded set.
-    if others.peek().is_some() {
+    if let Some(encoded) = encoded {
         let (tx, rx) = flume::unbounded::<(NodeId, Result<(), String>)>();
-        let encoded: Bytes = versions.encode().into();
         for replica in others {
             let (shard, tx) = (shard.clone(), tx.clone());
             let request = Request::ReplicaWrite {
@@ -326,7 +338,7 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
         }
     }
     if quorum.progress() == Progress::Succeeded {
-        Written::Stored(versions)
+        Written::Stored(context)
     } else {
         let message = format!(
             "the write is stored on {} replica(s), not the {w} asked for: {}",
