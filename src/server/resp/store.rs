@@ -28,7 +28,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::protocol::resp::Reply;
-use crate::protocol::{Consistency, Request, Response, ResponseBody, Status, WireValue};
+use crate::protocol::{Consistency, Request, Response, ResponseBody, Status};
 use crate::version::CONTEXT_OVERWRITE;
 
 use super::super::coordinator::Written;
@@ -92,7 +92,7 @@ fn last_values(pairs: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
 
 /// The reply to `op` when it needs no await: a GET that the binary protocol would also
 /// answer inline ([`dispatch::answers_at_once`]: this node is the key's only replica
-/// and memory has the answer). `None`: run it as a task.
+/// and memory has the answer). `None`: it has to [`run`].
 pub fn at_once(shard: &Shard, op: &Op) -> Option<Reply> {
     let Op::Get(key) = op else {
         return None;
@@ -111,10 +111,7 @@ pub fn at_once(shard: &Shard, op: &Op) -> Option<Reply> {
     }
     let newest = dispatch::get_at_once(shard, key, Consistency::Default, |versions| {
         let values = versions.into_iter().flat_map(|v| v.values());
-        values
-            .filter_map(|v| v.value.as_ref().map(|value| (v.timestamp_us, value)))
-            .max()
-            .map(|(_, value)| value.clone())
+        newest(values.filter_map(|v| v.value.as_ref().map(|value| (v.timestamp_us, value))))
     });
     Some(match newest {
         Ok(newest) => newest.map_or(Reply::Null, Reply::Bulk),
@@ -193,19 +190,17 @@ async fn read(shard: Rc<Shard>, key: Bytes) -> Result<Read, Reply> {
     } = send(&shard, request).await?;
     match (status, body) {
         (Status::Ok | Status::NotFound, ResponseBody::Get { context, values }) => Ok(Read {
-            newest: newest(values),
+            newest: newest(values.iter().map(|v| (v.timestamp_us, &v.value))),
             context,
         }),
         (status, _) => Err(store_error(status, &message)),
     }
 }
 
-/// The sibling a Redis client sees: the newest write, the larger value on a tie.
-fn newest(values: Vec<WireValue>) -> Option<Bytes> {
-    values
-        .into_iter()
-        .max_by(|a, b| (a.timestamp_us, &a.value).cmp(&(b.timestamp_us, &b.value)))
-        .map(|v| v.value)
+/// The sibling a Redis client sees, of `(write timestamp, value)` pairs: the newest
+/// write, the larger value on a tie (so that every node picks the same one).
+fn newest<'a>(values: impl IntoIterator<Item = (u64, &'a Bytes)>) -> Option<Bytes> {
+    values.into_iter().max().map(|(_, value)| value.clone())
 }
 
 async fn exists(shard: Rc<Shard>, key: Bytes) -> Result<bool, Reply> {
@@ -220,11 +215,7 @@ async fn set(shard: Rc<Shard>, (key, value): (Bytes, Bytes)) -> Result<(), Reply
         context: Bytes::from_static(&[CONTEXT_OVERWRITE]),
         value,
     };
-    check(&shard, &request)?;
-    match dispatch::write(&shard, request).await {
-        Written::Stored(_) => Ok(()),
-        Written::Answer(response) => written(response),
-    }
+    write(&shard, request).await
 }
 
 /// Deletes a key that has a value, with the context of the read that found it.
@@ -238,10 +229,15 @@ async fn delete(shard: Rc<Shard>, key: Bytes) -> Result<bool, Reply> {
         key,
         context: read.context,
     };
-    check(&shard, &request)?;
-    match dispatch::write(&shard, request).await {
-        Written::Stored(_) => Ok(true),
-        Written::Answer(response) => written(response).map(|()| true),
+    write(&shard, request).await.map(|()| true)
+}
+
+/// Checks a PUT or DELETE as a binary connection's decoder would, then runs it.
+async fn write(shard: &Rc<Shard>, request: Request) -> Result<(), Reply> {
+    check(shard, &request)?;
+    match dispatch::write(shard, request).await {
+        Written::Stored(_) => Ok(()),
+        Written::Answer(response) => written(response),
     }
 }
 
@@ -279,6 +275,7 @@ fn store_error(status: Status, message: &str) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::WireValue;
 
     fn value(timestamp_us: u64, value: &'static [u8]) -> WireValue {
         WireValue {
@@ -287,18 +284,23 @@ mod tests {
         }
     }
 
+    /// `newest` of replicas' answers, as `read` takes them.
+    fn newest_of(values: Vec<WireValue>) -> Option<Bytes> {
+        newest(values.iter().map(|v| (v.timestamp_us, &v.value)))
+    }
+
     #[test]
     fn a_redis_read_sees_the_newest_sibling() {
-        assert_eq!(newest(vec![]), None);
+        assert_eq!(newest_of(vec![]), None);
         let siblings = vec![value(5, b"b"), value(9, b"a"), value(1, b"z")];
-        assert_eq!(newest(siblings).as_deref(), Some(&b"a"[..]));
+        assert_eq!(newest_of(siblings).as_deref(), Some(&b"a"[..]));
         // A tie goes to the larger value, whatever order the replicas answered in.
         assert_eq!(
-            newest(vec![value(3, b"x"), value(3, b"y")]).as_deref(),
+            newest_of(vec![value(3, b"x"), value(3, b"y")]).as_deref(),
             Some(&b"y"[..])
         );
         assert_eq!(
-            newest(vec![value(3, b"y"), value(3, b"x")]).as_deref(),
+            newest_of(vec![value(3, b"y"), value(3, b"x")]).as_deref(),
             Some(&b"y"[..])
         );
     }
