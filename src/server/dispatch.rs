@@ -131,20 +131,24 @@ pub fn answer_at_once(
     }
 }
 
-/// A GET this shard answers at once ([`answers_at_once`] holds), for a front end that
-/// wants the stored versions rather than a frame: the coordinator's plan, then `f` on
-/// what memory has. `Err` is the plan's refusal (too few replicas for the consistency).
+/// A GET on this shard answered at once if it can be, for a front end that wants the
+/// stored versions rather than a frame: when this node is the key's only replica (as
+/// [`answers_at_once`] asks), the coordinator's plan, then `f` on what memory has, in
+/// one memtable probe. `None`: the tables must be read (run it); `Some(Err)`: the plan's
+/// refusal (too few replicas for the consistency).
 pub fn get_at_once<T>(
     shard: &Shard,
     key: &[u8],
     consistency: crate::protocol::Consistency,
     f: impl FnOnce(Option<&VersionSet>) -> T,
-) -> Result<T, String> {
-    coordinator::plan(shard, key, consistency)?;
-    Ok(shard
-        .engine
-        .read_now(key, f)
-        .expect("answers_at_once said memory answers this read"))
+) -> Option<Result<T, String>> {
+    if !only_replica_is_here(shard, key) {
+        return None;
+    }
+    if let Err(message) = coordinator::plan(shard, key, consistency) {
+        return Some(Err(message));
+    }
+    shard.engine.read_now(key, f).map(Ok)
 }
 
 /// Runs `request` on this shard (which must own its key) and encodes the response:

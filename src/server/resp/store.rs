@@ -91,8 +91,8 @@ fn last_values(pairs: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
 }
 
 /// The reply to `op` when it needs no await: a GET that the binary protocol would also
-/// answer inline ([`dispatch::answers_at_once`]: this node is the key's only replica
-/// and memory has the answer). `None`: it has to [`run`].
+/// answer inline ([`dispatch::get_at_once`]: this node is the key's only replica and
+/// memory has the answer). `None`: it has to [`run`].
 pub fn at_once(shard: &Shard, op: &Op) -> Option<Reply> {
     let Op::Get(key) = op else {
         return None;
@@ -104,15 +104,13 @@ pub fn at_once(shard: &Shard, op: &Op) -> Option<Reply> {
     if let Err(reply) = check(shard, &request) {
         return Some(reply);
     }
-    if dispatch::route(shard, &request) != dispatch::Route::Here
-        || !dispatch::answers_at_once(shard, &request)
-    {
+    if dispatch::route(shard, &request) != dispatch::Route::Here {
         return None;
     }
     let newest = dispatch::get_at_once(shard, key, Consistency::Default, |versions| {
         let values = versions.into_iter().flat_map(|v| v.values());
         newest(values.filter_map(|v| v.value.as_ref().map(|value| (v.timestamp_us, value))))
-    });
+    })?;
     Some(match newest {
         Ok(newest) => newest.map_or(Reply::Null, Reply::Bulk),
         Err(message) => store_error(Status::Unavailable, &message),
