@@ -437,7 +437,7 @@ impl Engine {
         let fresh = core.tick(timestamp_us);
         let node_id = core.node_id;
         let versions = core
-            .build_on_stored(&key, |stored| {
+            .build_on_stored(&key, |stored, _| {
                 let stored_context;
                 let context = match seen {
                     Some(context) => context,
@@ -668,40 +668,36 @@ impl Core {
         next
     }
 
-    /// What a write under the key's lock builds on: the set a write logged but not yet
-    /// made durable (with its log ticket), else the stored set (empty if none).
+    /// What a write under the key's lock builds on, with its log ticket: the set a write
+    /// logged but not yet made durable (and that write's ticket), else the stored set
+    /// (empty if none). A copy of it.
     async fn stored_under_lock(
         &self,
         key: &[u8],
     ) -> Result<(VersionSet, Option<Ticket>), StorageError> {
-        let pending = self
-            .pending
-            .borrow()
-            .get(key)
-            .map(|p| (p.versions.clone(), p.ticket));
-        match pending {
-            Some((versions, ticket)) => Ok((versions, Some(ticket))),
-            None => Ok((
-                self.stored(key).await?.unwrap_or_else(VersionSet::empty),
-                None,
-            )),
-        }
+        self.build_on_stored(key, |versions, ticket| (versions.clone(), ticket))
+            .await
     }
 
-    /// `f` of what a write under the key's lock builds on (as [`Self::stored_under_lock`]),
+    /// `f` of what a write under the key's lock builds on ([`Self::stored_under_lock`]),
     /// without copying the set when the pending sets or memory hold it.
     async fn build_on_stored<R>(
         &self,
         key: &[u8],
-        f: impl FnOnce(&VersionSet) -> R,
+        f: impl FnOnce(&VersionSet, Option<Ticket>) -> R,
     ) -> Result<R, StorageError> {
         let mut f = Some(f);
-        let mut apply = |versions: &VersionSet| f.take().expect("applied once")(versions);
-        let pending = self.pending.borrow().get(key).map(|p| apply(&p.versions));
+        let mut apply =
+            |versions: &VersionSet, ticket| f.take().expect("applied once")(versions, ticket);
+        let pending = self
+            .pending
+            .borrow()
+            .get(key)
+            .map(|p| apply(&p.versions, Some(p.ticket)));
         if let Some(built) = pending {
             return Ok(built);
         }
-        if let Some(built) = self.memory.find(key, &mut apply) {
+        if let Some(built) = self.memory.find(key, |versions| apply(versions, None)) {
             return Ok(built);
         }
         let stored = self
@@ -709,7 +705,7 @@ impl Core {
             .get(key)
             .await?
             .unwrap_or_else(VersionSet::empty);
-        Ok(apply(&stored))
+        Ok(apply(&stored, None))
     }
 
     /// The key's set in the newest memtable that holds it, else merged over the tables.
