@@ -187,52 +187,82 @@ fn probe_direct_write(dir: &Path) -> std::io::Result<()> {
 /// The check reads the kernel's socket tables (a trial bind would also trip over the
 /// TIME_WAIT sockets a killed server leaves behind, which do not matter).
 pub fn check_ports_free(host: &str, ports: &[u16]) -> Result<(), StartupError> {
-    let listening = listening_ports();
+    let listening = listening_sockets();
     for &port in ports {
         let taken = if listening.is_empty() {
             // No /proc: fall back to asking the port itself.
             StdListener::bind((host, port)).is_err()
         } else {
-            listening.contains(&port)
+            listening.iter().any(|&(p, _)| p == port)
         };
         if taken {
-            return Err(env_err(format!(
-                "cannot use {host}:{port}: another process (perhaps another ringkv) is \
-                 listening there; ringkv refuses to share a port because SO_REUSEPORT would \
-                 silently split the traffic between the two. Stop it or choose another \
-                 --port (ringkv uses --port and the next --shards ports) or --resp-port"
-            )));
+            return Err(port_taken(host, port));
         }
     }
     Ok(())
 }
 
-/// Ports with a TCP socket in LISTEN state, from /proc/net/tcp and /proc/net/tcp6.
-fn listening_ports() -> Vec<u16> {
+/// Every socket listening on `ports` is one of `ours` (inodes, from [`socket_inode`]).
+/// [`check_ports_free`] runs before the shards bind; a second process starting at the
+/// same moment passes it too, and SO_REUSEPORT then lets both bind. This check, made
+/// once every socket is bound, is the one that cannot be raced: each of the two sees
+/// the other's socket.
+pub fn check_ports_ours(host: &str, ports: &[u16], ours: &[u64]) -> Result<(), StartupError> {
+    for (port, inode) in listening_sockets() {
+        if ports.contains(&port) && !ours.contains(&inode) {
+            return Err(port_taken(host, port));
+        }
+    }
+    Ok(())
+}
+
+fn port_taken(host: &str, port: u16) -> StartupError {
+    env_err(format!(
+        "cannot use {host}:{port}: another process (perhaps another ringkv) is \
+         listening there; ringkv refuses to share a port because SO_REUSEPORT would \
+         silently split the traffic between the two. Stop it or choose another \
+         --port (ringkv uses --port and the next --shards ports) or --resp-port"
+    ))
+}
+
+/// The inode of the socket `fd`, as /proc/net/tcp names it.
+pub fn socket_inode(fd: std::os::fd::RawFd) -> u64 {
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return 0;
+    }
+    stat.st_ino
+}
+
+/// The TCP sockets in LISTEN state, as (port, inode), from /proc/net/tcp and
+/// /proc/net/tcp6.
+fn listening_sockets() -> Vec<(u16, u64)> {
     const LISTEN_STATE: &str = "0A";
-    let mut ports = Vec::new();
+    let mut sockets = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
                 continue;
             };
             if *state != LISTEN_STATE {
                 continue;
             }
-            if let Some(port) = local
+            let port = local
                 .rsplit(':')
                 .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok())
-            {
-                ports.push(port);
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if let (Some(port), Ok(inode)) = (port, inode.parse()) {
+                sockets.push((port, inode));
             }
         }
     }
-    ports
+    sockets
 }
 
 /// Takes an exclusive `flock` on `dir/LOCK` for the life of the process, so that two
@@ -263,6 +293,7 @@ pub fn lock_data_dir(dir: &Path) -> Result<std::fs::File, StartupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn io_memory_fits_the_memlock_limit() {
@@ -288,6 +319,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("SO_REUSEPORT"), "{err}");
+    }
+
+    /// A loopback listener with SO_REUSEPORT, as glommio binds them (port 0: any).
+    fn reuseport_listener(port: u16) -> StdListener {
+        use std::os::fd::FromRawFd;
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let one: libc::c_int = 1;
+            let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            let on = &one as *const libc::c_int as *const libc::c_void;
+            assert_eq!(
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, on, size),
+                0
+            );
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_port = port.to_be();
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let addr_len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let addr_ptr = &addr as *const libc::sockaddr_in as *const libc::sockaddr;
+            assert_eq!(libc::bind(fd, addr_ptr, addr_len), 0, "bind :{port}");
+            assert_eq!(libc::listen(fd, 16), 0);
+            StdListener::from_raw_fd(fd)
+        }
+    }
+
+    #[test]
+    fn a_socket_that_shares_our_port_is_found_once_we_are_bound() {
+        let ours = reuseport_listener(0);
+        let port = ours.local_addr().unwrap().port();
+        let inode = socket_inode(ours.as_raw_fd());
+        check_ports_ours("127.0.0.1", &[port], &[inode]).unwrap();
+        // Another process that passed check_ports_free at the same moment joins the group.
+        let other = reuseport_listener(port);
+        let err = check_ports_ours("127.0.0.1", &[port], &[inode])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!(":{port}:")), "{err}");
+        let both = [inode, socket_inode(other.as_raw_fd())];
+        check_ports_ours("127.0.0.1", &[port], &both).unwrap();
     }
 
     #[test]

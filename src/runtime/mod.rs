@@ -56,7 +56,9 @@ pub struct ShardSetup {
     pub inbox: flume::Receiver<ShardMsg>,
     pub peers: Vec<flume::Sender<ShardMsg>>,
     /// Told once the shard serves (or why it could not start).
-    pub ready: mpsc::Sender<Result<(), StartupError>>,
+    /// Reports the shard ready with the inodes of the sockets it listens on (or why it
+    /// could not start).
+    pub ready: mpsc::Sender<Result<Vec<u64>, StartupError>>,
     pub liveness: Arc<Liveness>,
     /// The cluster as known at start.
     pub snapshot: Arc<Snapshot>,
@@ -144,21 +146,29 @@ pub fn start(config: ServerConfig) -> Result<RunningNode, StartupError> {
         .map(|(inbox, live)| (watchdog::tick_over(inbox.clone(), || ShardMsg::Tick), live))
         .collect();
     watchdog::start("shard", targets);
+    let shut_down = |e: StartupError| {
+        for tx in &senders {
+            let _ = tx.send(ShardMsg::Shutdown);
+        }
+        Err(e)
+    };
+    let mut ours = Vec::new();
     for _ in 0..config.shards {
         match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                for tx in &senders {
-                    let _ = tx.send(ShardMsg::Shutdown);
-                }
-                return Err(e);
-            }
+            Ok(Ok(sockets)) => ours.extend(sockets),
+            Ok(Err(e)) => return shut_down(e),
             Err(_) => {
                 return Err(StartupError::Environment(
                     "a shard ended before it started serving".into(),
                 ))
             }
         }
+    }
+    // Another process that started at the same moment may have passed the check above
+    // too and joined our ports' SO_REUSEPORT groups: now that every socket is bound, any
+    // listener on our ports that is not ours is one.
+    if let Err(e) = checks::check_ports_ours(&config.host, &config.ports(), &ours) {
+        return shut_down(e);
     }
     // Every shard is ready: let them all accept.
     for _ in 0..config.shards {

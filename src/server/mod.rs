@@ -16,6 +16,7 @@ pub mod peers;
 pub mod resp;
 
 use std::cell::RefCell;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,11 +138,15 @@ pub async fn run_shard(setup: ShardSetup) {
         resp: resp::Front::new(config.resp_port, config.resp_limits()),
     });
     let mut listeners = Vec::new();
+    let mut sockets = Vec::new();
     let binary = [config.port, config.shard_port(id)].map(|port| (port, Protocol::Binary));
     let redis = config.resp_port.map(|port| (port, Protocol::Resp));
     for (port, protocol) in binary.into_iter().chain(redis) {
-        match TcpListener::bind((config.host.as_str(), port)) {
-            Ok(listener) => listeners.push((listener, protocol)),
+        match bind(&config.host, port) {
+            Ok((listener, inode)) => {
+                listeners.push((listener, protocol));
+                sockets.push(inode);
+            }
             Err(e) => {
                 let _ = ready.send(Err(StartupError::Environment(format!(
                     "shard {id}: bind {}:{port}: {e}",
@@ -152,7 +157,7 @@ pub async fn run_shard(setup: ShardSetup) {
         }
     }
     liveness.running();
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok(sockets));
     // Accept only once every shard of the node is ready.
     {
         let shard = shard.clone();
@@ -177,6 +182,29 @@ pub async fn run_shard(setup: ShardSetup) {
 
 fn engine_config(config: &ServerConfig, shard: usize, node_id: u64) -> EngineConfig {
     config.engine(config.data_dir.join(format!("shard-{shard:03}")), node_id)
+}
+
+/// A listener on `host:port` with SO_REUSEPORT (every shard of the node listens on the
+/// client port; the kernel spreads the connections), and its socket's inode, by which
+/// the node later tells its own sockets from another process's.
+fn bind(host: &str, port: u16) -> std::io::Result<(TcpListener, u64)> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let address = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+    })?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SockAddr::from(address))?;
+    socket.listen(1024)?;
+    let inode = crate::runtime::checks::socket_inode(socket.as_raw_fd());
+    // SAFETY: the fd is a bound, listening TCP socket whose ownership moves here.
+    let listener = unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) };
+    Ok((listener, inode))
 }
 
 /// What a listener's connections speak.

@@ -7,6 +7,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ringkv::client::blocking::BlockingClient;
@@ -24,13 +25,24 @@ pub fn test_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A base port such that `base..base + count` are all free right now.
+/// A base port such that `base..base + count` are all free right now and handed to no
+/// other test of this process (tests run in parallel threads; two that chose
+/// overlapping ports would both pass the free check before either server binds).
 pub fn free_ports(count: u16) -> u16 {
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     for _ in 0..200 {
         // Below the kernel's ephemeral range (32768+), so no client socket takes them.
         let base = 20_000 + rand::random::<u16>() % 12_000;
-        let all_free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
+        let ports = base..base + count;
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if ports.clone().any(|port| handed_out.contains(&port)) {
+            continue;
+        }
+        if ports
+            .clone()
+            .all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        {
+            handed_out.extend(ports);
             return base;
         }
     }
