@@ -36,7 +36,7 @@
 
 use bytes::Bytes;
 
-use super::dvvset::{Entry, VersionSet};
+use super::dvvset::{Entries, Entry, Values, VersionSet};
 use super::{VersionError, Versioned};
 
 /// Largest entry count, value count per entry and anonymous value count (u16 fields).
@@ -112,8 +112,8 @@ impl VersionSet {
     pub fn decode(buf: &Bytes) -> Result<(VersionSet, usize), VersionError> {
         let mut r = Reader::new(buf);
         let entry_count = usize::from(r.u16("entry count")?);
-        let mut entries: Vec<Entry> =
-            Vec::with_capacity(entry_count.min(r.remaining() / ENTRY_HEADER_BYTES));
+        let mut entries: Entries =
+            Entries::with_capacity(entry_count.min(r.remaining() / ENTRY_HEADER_BYTES));
         for _ in 0..entry_count {
             let entry = decode_entry(&mut r, buf)?;
             if let Some(prev) = entries.last() {
@@ -128,7 +128,7 @@ impl VersionSet {
             entries.push(entry);
         }
         let anon_count = r.u16("anonymous value count")?;
-        let anonymous = decode_values(&mut r, buf, anon_count)?;
+        let anonymous = decode_values(&mut r, buf, anon_count)?.into_vec();
         if let Some(i) = anonymous.windows(2).position(|w| w[0] >= w[1]) {
             return Err(VersionError::AnonymousOutOfOrder { index: i + 1 });
         }
@@ -165,13 +165,9 @@ fn decode_entry(r: &mut Reader<'_>, buf: &Bytes) -> Result<Entry, VersionError> 
     })
 }
 
-fn decode_values(
-    r: &mut Reader<'_>,
-    buf: &Bytes,
-    count: u16,
-) -> Result<Vec<Versioned>, VersionError> {
+fn decode_values(r: &mut Reader<'_>, buf: &Bytes, count: u16) -> Result<Values, VersionError> {
     let count = usize::from(count);
-    let mut values = Vec::with_capacity(count.min(r.remaining() / TOMBSTONE_BYTES));
+    let mut values = Values::with_capacity(count.min(r.remaining() / TOMBSTONE_BYTES));
     for _ in 0..count {
         values.push(decode_value(r, buf)?);
     }

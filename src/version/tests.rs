@@ -160,17 +160,17 @@ fn compare_and_equal() {
 #[test]
 fn anonymous_values_follow_the_newer_clock_or_are_united() {
     let old = VersionSet {
-        entries: vec![entry(A, 1, vec![])],
+        entries: smallvec::smallvec![entry(A, 1, vec![])],
         anonymous: vec![val(1, "old")],
     };
     let new = VersionSet {
-        entries: vec![entry(A, 2, vec![])],
+        entries: smallvec::smallvec![entry(A, 2, vec![])],
         anonymous: vec![val(2, "new")],
     };
     assert_eq!(old.sync(&new).anonymous, [val(2, "new")]);
     assert_eq!(new.sync(&old).anonymous, [val(2, "new")]);
     let side = VersionSet {
-        entries: vec![entry(B, 1, vec![])],
+        entries: smallvec::smallvec![entry(B, 1, vec![])],
         anonymous: vec![val(0, "side"), val(1, "old")],
     };
     let united = [val(0, "side"), val(1, "old")];
@@ -186,7 +186,7 @@ fn entry(node: NodeId, counter: u64, values: Vec<Versioned>) -> Entry {
     Entry {
         node,
         counter,
-        values,
+        values: values.into(),
     }
 }
 
@@ -407,7 +407,7 @@ fn version_set_decode_refuses_malformed_input() {
 #[test]
 fn decoded_anonymous_values_round_trip() {
     let set = VersionSet {
-        entries: vec![entry(A, 3, vec![val(3, "c")])],
+        entries: smallvec::smallvec![entry(A, 3, vec![val(3, "c")])],
         anonymous: vec![tomb(1), val(2, "")],
     };
     let (decoded, used) = VersionSet::decode(&Bytes::from(set.encode())).unwrap();
@@ -419,7 +419,7 @@ fn decoded_anonymous_values_round_trip() {
 fn too_many_siblings_fail_check_limits() {
     let values = (0..=COUNT_MAX as u64).map(tomb).collect::<Vec<_>>();
     let set = VersionSet {
-        entries: vec![entry(A, COUNT_MAX as u64 + 1, values)],
+        entries: smallvec::smallvec![entry(A, COUNT_MAX as u64 + 1, values)],
         anonymous: Vec::new(),
     };
     let e = set.check_limits().unwrap_err();
@@ -438,7 +438,7 @@ fn too_many_siblings_fail_check_limits() {
 #[should_panic(expected = "check_limits() before encoding")]
 fn encoding_a_set_past_the_limits_panics() {
     let set = VersionSet {
-        entries: Vec::new(),
+        entries: Default::default(),
         anonymous: (0..=COUNT_MAX as u64).map(tomb).collect(),
     };
     set.encode();
@@ -492,7 +492,7 @@ fn last_write_ties_between_coordinators_merge_to_one_winner_either_way() {
 /// A set with the given entries and no anonymous values.
 fn set_of(entries: Vec<Entry>) -> VersionSet {
     let set = VersionSet {
-        entries,
+        entries: entries.into(),
         anonymous: Vec::new(),
     };
     set.assert_invariants();
@@ -566,4 +566,20 @@ fn a_pruned_entry_brings_back_a_stale_sibling_but_never_hides_a_new_write() {
     assert_eq!(again.counter_of(A), 30);
     let everywhere = again.sync(&b).sync(&b.sync(&a));
     assert!(strings(&everywhere).contains(&"again".to_string()));
+}
+
+#[test]
+fn a_key_with_one_writer_and_no_siblings_allocates_no_set_of_its_own() {
+    let first = VersionSet::coordinate(&VersionSet::empty(), &Context::empty(), val(1, "a"), A, 0);
+    let second = VersionSet::coordinate(&first, &first.context(), val(2, "b"), A, 0);
+    let decoded = VersionSet::decode(&Bytes::from(second.encode())).unwrap().0;
+    for set in [&first, &second, &decoded] {
+        assert_eq!(set.value_count(), 1);
+        assert!(!set.entries.spilled(), "entries spilled: {set:?}");
+        assert!(!set.entries[0].values.spilled(), "values spilled: {set:?}");
+    }
+    // Siblings spill, and stay correct.
+    let sibling = VersionSet::coordinate(&second, &first.context(), val(3, "c"), A, 0);
+    assert_eq!(sibling.value_count(), 2);
+    assert!(sibling.entries[0].values.spilled());
 }
