@@ -124,15 +124,27 @@ core_ticks() {
   awk -v c="cpu$1" '$1 == c { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6 }' /proc/stat
 }
 
+# User and system CPU ticks of process $1 so far, all its threads.
+process_ticks() {
+  awk '{ print $14, $15 }' "/proc/$1/stat" 2>/dev/null || echo "0 0"
+}
+
 # measured NAME OP cmd...: runs cmd and appends "OP <busy fraction of the server core>"
-# to $json/NAME.cpu (the "per server core" figures divide ops/s by it).
+# to $json/NAME.cpu (the "per server core" figures divide ops/s by it), and "OP <user
+# ticks> <system ticks>" of the server process to $json/NAME.ticks (one process: not
+# the cluster, whose nodes are processes of their own).
 measured() {
   local name="$1" op="$2"; shift 2
-  local before after
+  local before after server="${pids[-1]:-}" ticks_before="0 0"
+  [ -n "$server" ] && ticks_before="$(process_ticks "$server")"
   before="$(core_ticks "$srv")"
   "$@"
   after="$(core_ticks "$srv")"
   echo "$op $before $after" | awk '{ printf "%s %.3f\n", $1, ($4 - $2) / ($5 - $3) }' >>"$json/$name.cpu"
+  if [ -n "$server" ] && [ "$name" = "${name#cluster}" ]; then
+    echo "$op $ticks_before $(process_ticks "$server")" |
+      awk '{ print $1, $4 - $2, $5 - $3 }' >>"$json/$name.ticks"
+  fi
 }
 
 # redis-benchmark: SET, then GET, each its own run (so each has its own server-core
@@ -202,6 +214,6 @@ case_run() { # title system name port
   stop_all
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
-  python3 perf/vs_redis_table.py "$json"
+  python3 perf/vs_redis_table.py "$json" "$requests" "$(getconf CLK_TCK)"
 } 2>&1 | tee "$out"
 echo "results in $out"

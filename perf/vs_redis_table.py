@@ -119,6 +119,39 @@ def main():
             if have(f"{case}-{system}-kb.json") and not (system == "redis" and name == "cluster"):
                 k = ringkv_bench(path)
                 print(f"- {name} {system}: {k[1]:.3f} / {k[2]:.3f} / {k[3]:.3f}")
+    if len(sys.argv) > 3:
+        cpu_per_request(d, int(sys.argv[2]), int(sys.argv[3]))
+
+
+def cpu_per_request(d, requests, hz):
+    """The server's own CPU time per redis-benchmark request, user and system (µs),
+    from the NAME.ticks files: what bounds throughput per core, apart from the noise of
+    what else runs on that core."""
+    if not requests:
+        return
+    print()
+    print("Server CPU per request, µs (user / system), redis-benchmark rows:")
+    print()
+    print("| case | op | ringkv | Redis |")
+    print("|---|---|---|---|")
+    for name, redis_case in (("plain", "plain"), ("durable", "durable"), ("pipeline", "pipeline")):
+        k = ticks(os.path.join(d, f"{name}-ringkv-rb.ticks"))
+        r = ticks(os.path.join(d, f"{redis_case}-redis-rb.ticks"))
+        for op in ("SET", "GET"):
+            if op in k and op in r:
+                fmt = lambda t: " / ".join(f"{x / hz / requests * 1e6:.2f}" for x in t)
+                print(f"| {name} | {op} | {fmt(k[op])} | {fmt(r[op])} |")
+
+
+def ticks(path):
+    """{op: (user ticks, system ticks)} from one NAME.ticks file (empty if none)."""
+    out = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                op, user, system = line.split()
+                out[op] = (int(user), int(system))
+    return out
 
 
 if __name__ == "__main__":
