@@ -9,7 +9,9 @@
 //!   cluster ring (preference lists over distinct nodes, racks and DCs) and balanced
 //!   token allocation for a joining node
 //! - [`membership`] the member table (static: seeds, push-pull exchange), its encoding,
-//!   and the ring snapshot every shard routes with
+//!   the ring snapshot every shard routes with, and the failure detector
+//!   ([`membership::detector`]: phi-accrual suspicion, Down only when a second source
+//!   confirms; decide-only, driven by the caller's clock)
 //! - [`replication`] consistency levels, quorum tracking for writes and reads, the
 //!   merge of replicas' answers and the stale replicas read repair writes to
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding;

@@ -1,7 +1,7 @@
 //! Who is in the cluster: the member table, and the ring snapshot built from it.
 //!
-//! Static membership for now (gossip and failure detection come later and take this
-//! table over): a node started with `--seeds` fetches the table from a seed, picks its
+//! Static membership for now (gossip comes later and takes this table over; the
+//! failure detector it will feed is [`detector`]): a node started with `--seeds` fetches the table from a seed, picks its
 //! tokens against the ring it describes ([`crate::ring::allocate`]), and from then on
 //! every node exchanges tables with its seeds and the members it knows, push-pull,
 //! every `--membership-interval-ms`. Tables merge by union; for a node listed on both
@@ -11,6 +11,8 @@
 //! The table travels in MEMBERS frames as postcard (docs/protocol.md), decoded with
 //! every count checked against the frame's length and every member checked (tokens,
 //! shards) before it is believed.
+
+pub mod detector;
 
 use std::collections::BTreeMap;
 
