@@ -108,8 +108,11 @@ impl Readable {
     /// any edge taken after it is for data that arrived after the flag was cleared; and
     /// data arriving after the short read raises an edge of its own (the kernel reports
     /// a socket again on every arrival after its last report), which the driver takes.
+    /// The exception is the end of the stream: a peer that sends its last bytes and
+    /// closes raises one edge for both, and nothing after it. So once any edge has said
+    /// hang-up or error, every call reads first (and gets the 0 or the error).
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained.get() {
+        if self.drained.get() && !self.poller.slots.borrow()[self.slot].hangup {
             self.edge().await;
         }
         loop {
@@ -165,6 +168,8 @@ struct Slot {
     generation: u32,
     /// An edge came since the reader last looked.
     ready: bool,
+    /// An edge said the peer hung up (or the socket has an error): no edge may follow.
+    hangup: bool,
     waker: Option<Waker>,
 }
 
@@ -219,6 +224,7 @@ impl Poller {
             slots.len() - 1
         });
         slots[slot].ready = false;
+        slots[slot].hangup = false;
         slots[slot].waker = None;
         (slot, slots[slot].generation)
     }
@@ -256,6 +262,8 @@ impl Poller {
                     continue;
                 }
                 slot.ready = true;
+                let hangup = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                slot.hangup |= event.events & hangup != 0;
                 wakers.extend(slot.waker.take());
             }
         }
@@ -366,6 +374,31 @@ mod tests {
             (first, second, end)
         });
         assert_eq!(got, (b"early".to_vec(), b"late".to_vec(), 0));
+    }
+
+    #[test]
+    fn the_end_of_stream_after_a_short_read_is_seen() {
+        // The peer's last bytes and its close raise one edge between them: the short
+        // read that takes the bytes must not leave the reader waiting for another.
+        let got = run(|| async {
+            let (ours, mut theirs) = pair();
+            let readable = Readable::new(ours.as_raw_fd()).unwrap();
+            // The reader waits first, so that the one edge is taken before its read.
+            let peer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                theirs.write_all(b"last").unwrap();
+            });
+            let mut buf = [0u8; 64];
+            let n = readable.recv(&mut buf).await.unwrap();
+            peer.join().unwrap();
+            let end = glommio::timer::timeout(Duration::from_secs(10), async {
+                Ok(readable.recv(&mut buf).await.unwrap())
+            })
+            .await
+            .expect("the end of the stream raised no edge after the short read");
+            (n, end)
+        });
+        assert_eq!(got, (4, 0));
     }
 
     #[test]
