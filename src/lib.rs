@@ -12,8 +12,11 @@
 //!   the ring snapshot every shard routes with, and the failure detector
 //!   ([`membership::detector`]: phi-accrual suspicion, Down only when a second source
 //!   confirms; decide-only, driven by the caller's clock)
+//! - [`history`]   recorded client operations and the checks over them: acknowledged
+//!   writes lost, reads that missed an acknowledged write (simulator and fault tests)
 //! - [`replication`] consistency levels, quorum tracking for writes and reads, the
-//!   merge of replicas' answers and the stale replicas read repair writes to
+//!   merge of replicas' answers and the stale replicas read repair writes to, and where
+//!   a write goes when replicas are Down (sloppy or strict quorum, with hints)
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding;
 //!   last-write-wins (`--conflicts lww`) as one pseudo-node's dots under the same merge
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md);
@@ -66,6 +69,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod inspect;
 pub mod loadgen;
 pub mod local;

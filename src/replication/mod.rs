@@ -1,11 +1,13 @@
 //! Replication decisions: how many replicas must answer ([`needed`]), when a request
 //! has its quorum ([`quorum::WriteQuorum`], [`quorum::ReadQuorum`]), and which replicas
-//! a read found stale (read repair).
+//! a read found stale (read repair), and where a write goes when replicas are Down
+//! ([`placement`]: sloppy or strict quorum).
 //!
 //! Decide, then do: everything here is synchronous and owns no I/O. The coordinator's
 //! glommio tasks send the replica requests, feed each answer (or timeout) in, and act
 //! on what comes out; tests and the simulator drive the same code without a runtime.
 
+pub mod placement;
 pub mod quorum;
 
 pub use crate::protocol::Consistency;

@@ -61,6 +61,8 @@ pub struct Ring {
     /// `lists[i]`: the preference list of keys owned by vnode `i` (tokens in
     /// `(token[i-1], token[i]]`), `min(replication_factor, members)` replicas.
     lists: Vec<Vec<Replica>>,
+    /// Each member's own token → shard map (index as `members`).
+    shard_maps: Vec<TokenMap<u16>>,
 }
 
 impl Ring {
@@ -109,6 +111,7 @@ impl Ring {
             vnodes,
             replication_factor,
             lists,
+            shard_maps,
         })
     }
 
@@ -136,6 +139,34 @@ impl Ring {
     /// The replicas of `key`.
     pub fn replicas_of_key(&self, key: &[u8]) -> &[Replica] {
         self.preference_list(super::token(key))
+    }
+
+    /// The nodes past the preference list of keys with this token, in clockwise walk
+    /// order, each with its shard that owns the token: where a sloppy quorum sends a
+    /// write whose preferred replicas are Down (with a hint naming the one it stands
+    /// in for). Empty when every member is already a replica. Walks the ring (not kept
+    /// per vnode: only writes that meet a Down replica ask).
+    pub fn fallbacks(&self, token: Token) -> Vec<Replica> {
+        let start = self.vnodes.owner_index(token);
+        let all = self.vnodes.vnodes();
+        let range_token = all[start].0;
+        let preferred = &self.lists[start];
+        let mut seen = vec![false; self.members.len()];
+        let mut out = Vec::new();
+        for step in 0..all.len() {
+            let index = all[(start + step) % all.len()].1 as usize;
+            if std::mem::replace(&mut seen[index], true) {
+                continue;
+            }
+            let node_id = self.members[index].node_id;
+            if preferred.iter().all(|r| r.node_id != node_id) {
+                out.push(Replica {
+                    node_id,
+                    shard: *self.shard_maps[index].owner(range_token),
+                });
+            }
+        }
+        out
     }
 
     /// Share of the token space each node is a replica for (its effective ownership,

@@ -66,7 +66,7 @@ impl Context {
     }
 
     /// Built from pairs the caller keeps sorted, unique and non-zero (a set's entries).
-    pub(super) fn from_sorted(pairs: Vec<(NodeId, u64)>) -> Context {
+    pub(crate) fn from_sorted(pairs: Vec<(NodeId, u64)>) -> Context {
         debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
         debug_assert!(pairs.iter().all(|&(_, counter)| counter >= 1));
         Context(pairs)

@@ -39,6 +39,38 @@ fn preference_list_is_the_first_distinct_nodes_clockwise() {
 }
 
 #[test]
+fn fallbacks_are_the_other_nodes_in_walk_order_with_their_owning_shard() {
+    // Ring: 10 n1/0, 20 n1/1, 30 n3/0, 40 n5/0, 50 n3/1, 60 n7/0, 70 n9/0
+    let ring = Ring::new(
+        vec![
+            member(1, "dc", "r", &[(10, 0), (20, 1)]),
+            member(3, "dc", "r", &[(30, 0), (50, 1)]),
+            member(5, "dc", "r", &[(40, 0)]),
+            member(7, "dc", "r", &[(60, 0)]),
+            member(9, "dc", "r", &[(70, 0)]),
+        ],
+        2,
+    )
+    .unwrap();
+    let fallbacks = |t: Token| -> Vec<(NodeId, u16)> {
+        ring.fallbacks(t)
+            .iter()
+            .map(|r| (r.node_id, r.shard))
+            .collect()
+    };
+    // Token 15: preference list n1 (shard 1), n3; then n5, n7, n9 in walk order. Each
+    // fallback's shard owns the token on that node (n5's only token 40).
+    let preferred: Vec<NodeId> = ring.preference_list(15).iter().map(|r| r.node_id).collect();
+    assert_eq!(preferred, [1, 3]);
+    assert_eq!(fallbacks(15), vec![(5, 0), (7, 0), (9, 0)]);
+    // Token 55: n7, n9 preferred; the walk wraps: n1 (its shard 0 owns 10), n3, n5.
+    assert_eq!(fallbacks(55), vec![(1, 0), (3, 0), (5, 0)]);
+    // Every member a replica: none.
+    let small = Ring::new(vec![member(1, "dc", "r", &[(10, 0)])], 3).unwrap();
+    assert!(small.fallbacks(5).is_empty());
+}
+
+#[test]
 fn fewer_nodes_than_the_replication_factor_give_every_node() {
     let ring = Ring::new(
         vec![
