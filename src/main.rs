@@ -18,13 +18,6 @@ use ringkv::loadgen::{self, BenchOptions, Load, Sweep};
 use ringkv::protocol::Consistency;
 use ringkv::runtime;
 
-/// mimalloc, not glibc's malloc: replacing a key's value frees the old one, and glibc's
-/// free reads the block's header (a cache miss per write over a large key set, 7-9% of
-/// a shard under pipelined SET); mimalloc finds a block's metadata from its address, in
-/// memory that stays hot (perf/RESULTS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "ringkv",
