@@ -12,6 +12,9 @@
 //!   the ring snapshot every shard routes with, and the failure detector
 //!   ([`membership::detector`]: phi-accrual suspicion, Down only when a second source
 //!   confirms; decide-only, driven by the caller's clock)
+//! - [`sim`]       the deterministic simulator: nodes of the real gossip and failure
+//!   detector over a seeded, simulated network and clock (drops, delays, partitions,
+//!   crashes, restarts); a seed replays exactly
 //! - [`history`]   recorded client operations and the checks over them: acknowledged
 //!   writes lost, reads that missed an acknowledged write (simulator and fault tests)
 //! - [`replication`] consistency levels, quorum tracking for writes and reads, the
@@ -79,6 +82,7 @@ pub mod replication;
 pub mod ring;
 pub mod runtime;
 pub mod server;
+pub mod sim;
 pub mod status;
 pub mod storage;
 pub mod version;

@@ -1,7 +1,8 @@
 //! Who is in the cluster: the member table, and the ring snapshot built from it.
 //!
-//! Static membership for now (gossip comes later and takes this table over; the
-//! failure detector it will feed is [`detector`]): a node started with `--seeds` fetches the table from a seed, picks its
+//! Static membership for now (gossip comes later and takes this table over; its
+//! heartbeat exchange is [`gossip`], the failure detector it feeds is [`detector`],
+//! both decide-only and run by the simulator, `crate::sim`, not yet by the server): a node started with `--seeds` fetches the table from a seed, picks its
 //! tokens against the ring it describes ([`crate::ring::allocate`]), and from then on
 //! every node exchanges tables with its seeds and the members it knows, push-pull,
 //! every `--membership-interval-ms`. Tables merge by union; for a node listed on both
@@ -13,6 +14,7 @@
 //! shards) before it is believed.
 
 pub mod detector;
+pub mod gossip;
 
 use std::collections::BTreeMap;
 
