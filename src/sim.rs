@@ -79,6 +79,23 @@ struct Node {
     up: bool,
 }
 
+impl Node {
+    /// A node starting (or restarting) with `generation`, knowing every id in `ids`.
+    fn start(id: NodeId, generation: u64, ids: &[NodeId], interval_us: u64) -> Node {
+        let mut gossip = Gossip::new(id, generation);
+        ids.iter().for_each(|&other| gossip.learn(other));
+        let config = DetectorConfig {
+            first_interval_us: interval_us,
+            ..DetectorConfig::default()
+        };
+        Node {
+            gossip,
+            detector: Detector::new(config),
+            up: true,
+        }
+    }
+}
+
 /// One recorded status change: at `at_us`, `observer`'s detector moved `node`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -113,20 +130,7 @@ impl Sim {
         let mut nodes = BTreeMap::new();
         let mut next_round_us = BTreeMap::new();
         for &id in &ids {
-            let mut gossip = Gossip::new(id, 1);
-            ids.iter().for_each(|&other| gossip.learn(other));
-            let config = DetectorConfig {
-                first_interval_us: interval_us,
-                ..DetectorConfig::default()
-            };
-            nodes.insert(
-                id,
-                Node {
-                    gossip,
-                    detector: Detector::new(config),
-                    up: true,
-                },
-            );
+            nodes.insert(id, Node::start(id, 1, &ids, interval_us));
             // Rounds start at a random offset, as real nodes' do.
             next_round_us.insert(id, rng.gen_range(0..interval_us));
         }
@@ -167,16 +171,8 @@ impl Sim {
     /// Restarts a crashed node with a new generation (its detector starts afresh).
     pub fn restart(&mut self, node: NodeId) {
         let ids = self.node_ids();
-        let generation = self.now_us + 1;
-        let interval_us = self.interval_us;
         if let Some(n) = self.nodes.get_mut(&node) {
-            n.gossip = Gossip::new(node, generation);
-            ids.iter().for_each(|&other| n.gossip.learn(other));
-            n.detector = Detector::new(DetectorConfig {
-                first_interval_us: interval_us,
-                ..DetectorConfig::default()
-            });
-            n.up = true;
+            *n = Node::start(node, self.now_us + 1, &ids, self.interval_us);
         }
     }
 

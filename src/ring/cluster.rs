@@ -148,25 +148,17 @@ impl Ring {
     /// per vnode: only writes that meet a Down replica ask).
     pub fn fallbacks(&self, token: Token) -> Vec<Replica> {
         let start = self.vnodes.owner_index(token);
-        let all = self.vnodes.vnodes();
-        let range_token = all[start].0;
+        let range_token = self.vnodes.vnodes()[start].0;
         let preferred = &self.lists[start];
-        let mut seen = vec![false; self.members.len()];
-        let mut out = Vec::new();
-        for step in 0..all.len() {
-            let index = all[(start + step) % all.len()].1 as usize;
-            if std::mem::replace(&mut seen[index], true) {
-                continue;
-            }
-            let node_id = self.members[index].node_id;
-            if preferred.iter().all(|r| r.node_id != node_id) {
-                out.push(Replica {
-                    node_id,
-                    shard: *self.shard_maps[index].owner(range_token),
-                });
-            }
-        }
-        out
+        walk_distinct(&self.vnodes, self.members.len(), start)
+            .into_iter()
+            .map(|index| (index, self.members[index].node_id))
+            .filter(|&(_, node_id)| preferred.iter().all(|r| r.node_id != node_id))
+            .map(|(index, node_id)| Replica {
+                node_id,
+                shard: *self.shard_maps[index].owner(range_token),
+            })
+            .collect()
     }
 
     /// Share of the token space each node is a replica for (its effective ownership,
@@ -214,6 +206,24 @@ enum Pass {
     Any,
 }
 
+/// Every member (index into the member list) in the order a clockwise walk from vnode
+/// `start` first meets it.
+fn walk_distinct(vnodes: &TokenMap<u32>, member_count: usize, start: usize) -> Vec<usize> {
+    let all = vnodes.vnodes();
+    let mut seen = vec![false; member_count];
+    let mut order = Vec::with_capacity(member_count);
+    for step in 0..all.len() {
+        let index = all[(start + step) % all.len()].1 as usize;
+        if !std::mem::replace(&mut seen[index], true) {
+            order.push(index);
+            if order.len() == member_count {
+                break;
+            }
+        }
+    }
+    order
+}
+
 /// The preference list of vnode `start`'s range (module doc, "Placement").
 fn place(
     members: &[Member],
@@ -222,20 +232,8 @@ fn place(
     start: usize,
     n: usize,
 ) -> Vec<Replica> {
-    let all = vnodes.vnodes();
-    let range_token = all[start].0;
-    let mut seen = vec![false; members.len()];
-    let mut candidates = Vec::new();
-    for step in 0..all.len() {
-        let index = all[(start + step) % all.len()].1 as usize;
-        if !seen[index] {
-            seen[index] = true;
-            candidates.push(index);
-            if candidates.len() == members.len() {
-                break;
-            }
-        }
-    }
+    let range_token = vnodes.vnodes()[start].0;
+    let candidates = walk_distinct(vnodes, members.len(), start);
     let n = n.min(members.len());
     let mut picked: Vec<usize> = Vec::with_capacity(n);
     let mut dcs: BTreeSet<&str> = BTreeSet::new();
