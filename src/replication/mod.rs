@@ -1,12 +1,14 @@
 //! Replication decisions: how many replicas must answer ([`needed`]), when a request
 //! has its quorum ([`quorum::WriteQuorum`], [`quorum::ReadQuorum`]), and which replicas
 //! a read found stale (read repair), and where a write goes when replicas are Down
-//! ([`placement`]: sloppy or strict quorum).
+//! ([`placement`]: sloppy or strict quorum), and the hints kept for Down replicas
+//! ([`hints`]: bounded by bytes and by the hint window, replayed oldest first).
 //!
 //! Decide, then do: everything here is synchronous and owns no I/O. The coordinator's
 //! glommio tasks send the replica requests, feed each answer (or timeout) in, and act
 //! on what comes out; tests and the simulator drive the same code without a runtime.
 
+pub mod hints;
 pub mod placement;
 pub mod quorum;
 
