@@ -55,7 +55,6 @@ pub struct ShardSetup {
     pub shard_map: Arc<ShardMap>,
     pub inbox: flume::Receiver<ShardMsg>,
     pub peers: Vec<flume::Sender<ShardMsg>>,
-    /// Told once the shard serves (or why it could not start).
     /// Reports the shard ready with the inodes of the sockets it listens on (or why it
     /// could not start).
     pub ready: mpsc::Sender<Result<Vec<u64>, StartupError>>,
