@@ -77,6 +77,67 @@ pub fn check_available(targets: &[Target], needed: usize) -> Result<(), usize> {
     }
 }
 
+/// What the node a client wrote to does with the write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WritePlan {
+    /// This node is one of the targets: it coordinates (writes locally, which makes the
+    /// new version's dot its own, then sends to the other targets). `me` is among
+    /// `targets`; if its `hint_for` is set, this node stands in and keeps a hint too.
+    Coordinate { targets: Vec<Target> },
+    /// Another node must coordinate: try these, in order, until one answers.
+    Forward { to: Vec<Replica> },
+    /// Fewer than `needed` targets are Up: refuse without sending.
+    Unavailable { reachable: usize, needed: usize },
+}
+
+/// Plans a write that reached node `me` (always Up in its own eyes): the targets of
+/// [`write_targets`], checked against `needed`; this node coordinates if it is one of
+/// them, else the write goes to the targets in order (Up preferred replicas first).
+pub fn plan_write(
+    me: NodeId,
+    preferred: &[Replica],
+    fallbacks: &[Replica],
+    is_up: impl Fn(NodeId) -> bool,
+    mode: QuorumMode,
+    needed: usize,
+) -> WritePlan {
+    let targets = write_targets(preferred, fallbacks, |n| n == me || is_up(n), mode);
+    if let Err(reachable) = check_available(&targets, needed) {
+        return WritePlan::Unavailable { reachable, needed };
+    }
+    if targets.iter().any(|t| t.replica.node_id == me) {
+        WritePlan::Coordinate { targets }
+    } else {
+        WritePlan::Forward {
+            to: targets.iter().map(|t| t.replica).collect(),
+        }
+    }
+}
+
+/// Once every target answered or timed out: the preferred replicas the coordinator
+/// keeps a hint for itself, because neither they nor a stand-in for them acknowledged
+/// the write (a replica that timed out before the detector held it Down, or a Down one
+/// no stand-in was found for). `acked(node)` says whether `node` acknowledged.
+pub fn owed_hints(
+    preferred: &[Replica],
+    targets: &[Target],
+    acked: impl Fn(NodeId) -> bool,
+) -> Vec<NodeId> {
+    preferred
+        .iter()
+        .map(|r| r.node_id)
+        .filter(|&node| {
+            let direct = targets
+                .iter()
+                .any(|t| t.replica.node_id == node && t.hint_for.is_none());
+            let stood_in = targets
+                .iter()
+                .any(|t| t.hint_for == Some(node) && acked(t.replica.node_id));
+            !(direct && acked(node)) && !stood_in
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +200,58 @@ mod tests {
         );
         assert_eq!(check_available(&sloppy, 2), Ok(()));
         assert_eq!(sloppy[1].hint_for, Some(3));
+    }
+
+    #[test]
+    fn the_node_written_to_coordinates_when_it_is_a_target_else_forwards() {
+        let preferred = [r(1), r(3), r(5)];
+        let fallbacks = [r(7), r(9)];
+        let up = |down: &'static [NodeId]| move |n: NodeId| !down.contains(&n);
+        match plan_write(3, &preferred, &fallbacks, up(&[]), QuorumMode::Sloppy, 2) {
+            WritePlan::Coordinate { targets } => assert_eq!(targets.len(), 3),
+            other => panic!("{other:?}"),
+        }
+        // Not a replica: forward, Up preferred replicas first, then the stand-in.
+        assert_eq!(
+            plan_write(9, &preferred, &fallbacks, up(&[1]), QuorumMode::Sloppy, 2),
+            WritePlan::Forward {
+                to: vec![r(3), r(5), r(7)]
+            }
+        );
+        // A stand-in the client wrote to coordinates (and keeps the hint itself).
+        match plan_write(7, &preferred, &fallbacks, up(&[1, 3, 5]), QuorumMode::Sloppy, 2) {
+            WritePlan::Coordinate { targets } => {
+                assert_eq!(targets[0].replica.node_id, 7);
+                assert_eq!(targets[0].hint_for, Some(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The node itself is always Up in its own eyes, even if it thinks it is not.
+        assert!(matches!(
+            plan_write(1, &preferred, &fallbacks, up(&[1, 3]), QuorumMode::Strict, 2),
+            WritePlan::Coordinate { .. }
+        ));
+        assert_eq!(
+            plan_write(1, &preferred, &fallbacks, up(&[3, 5]), QuorumMode::Strict, 2),
+            WritePlan::Unavailable {
+                reachable: 1,
+                needed: 2
+            }
+        );
+    }
+
+    #[test]
+    fn the_coordinator_owes_a_hint_to_every_preferred_replica_nobody_acked_for() {
+        let preferred = [r(1), r(3), r(5)];
+        // 5 Down, 7 stood in for it; 3 timed out without being held Down.
+        let targets = write_targets(&preferred, &[r(7)], |n| n != 5, QuorumMode::Sloppy);
+        assert_eq!(owed_hints(&preferred, &targets, |n| n == 1 || n == 7), [3]);
+        // The stand-in failed too: the coordinator keeps 5's hint as well.
+        assert_eq!(owed_hints(&preferred, &targets, |n| n == 1), [3, 5]);
+        // Everybody acked: nothing owed.
+        assert!(owed_hints(&preferred, &targets, |_| true).is_empty());
+        // Strict: a Down replica with no stand-in is owed a hint.
+        let strict = write_targets(&preferred, &[r(7)], |n| n != 5, QuorumMode::Strict);
+        assert_eq!(owed_hints(&preferred, &strict, |_| true), [5]);
     }
 }
