@@ -18,6 +18,7 @@ fn put_request() -> Request {
         value: Bytes::from(vec![b'v'; 100]),
         context: Bytes::new(),
         consistency: Consistency::Default,
+        quorum: ringkv::protocol::QuorumMode::Sloppy,
     }
 }
 

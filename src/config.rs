@@ -109,6 +109,13 @@ pub struct ServerConfig {
     /// Clock entries of nodes that are no longer replicas of a key, and hold no values,
     /// are dropped once they are this old (DESIGN.md §5, `version::Pruning`).
     pub prune_clocks_after_secs: u64,
+    /// `--max-hint-window`: hints older than this are dropped, and a node Down for
+    /// longer gets no new ones (anti-entropy repairs it instead).
+    pub max_hint_window_secs: u64,
+    /// Most bytes of hints one shard keeps; past it, hints are refused (counted).
+    pub hint_bytes_max: u64,
+    /// How fast one shard replays hints to a node that is Up again.
+    pub hint_replay_bytes_per_sec: u64,
 }
 
 impl Default for ServerConfig {
@@ -181,6 +188,14 @@ impl Default for ServerConfig {
             // Riak's old_vclock: a day leaves read repair and anti-entropy ample time
             // to bring stale copies up to date before their entries go.
             prune_clocks_after_secs: 86_400,
+            // Cassandra's default: three hours covers a reboot, a kernel upgrade or a
+            // long network blip; a node away longer is repaired by anti-entropy.
+            max_hint_window_secs: 3 * 3600,
+            // 1 GiB per shard: about an hour of a 1 MB/s write stream to one Down node.
+            hint_bytes_max: 1 << 30,
+            // 16 MiB/s per shard drains an hour of hints in minutes without taking the
+            // disk and the network from the foreground.
+            hint_replay_bytes_per_sec: 16 << 20,
         }
     }
 }
@@ -280,6 +295,19 @@ impl ServerConfig {
         self.key_bytes_max
             .saturating_add(self.value_bytes_max.saturating_mul(8))
             .saturating_add(64 << 10)
+    }
+
+    /// A shard's hinted-handoff settings.
+    pub fn handoff(&self) -> crate::server::handoff::HandoffConfig {
+        crate::server::handoff::HandoffConfig {
+            limits: crate::replication::hints::HintLimits {
+                bytes_max: self.hint_bytes_max,
+                window_us: self.max_hint_window_secs.saturating_mul(1_000_000),
+            },
+            // Segments a replay empties quickly; small enough that space comes back.
+            segment_bytes_max: 16 << 20,
+            replay_bytes_per_sec: self.hint_replay_bytes_per_sec.max(1),
+        }
     }
 
     /// The storage engine's settings for the shard whose directory is `dir`.

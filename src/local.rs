@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::blocking::BlockingClient;
-use crate::membership::MemberTable;
+use crate::membership::Exchange;
 use crate::protocol::{Request, ResponseBody};
 
 pub struct LocalOptions {
@@ -63,7 +63,9 @@ pub fn members_known(port: u16) -> usize {
         table: Default::default(),
     }) {
         Ok(response) => match response.body {
-            ResponseBody::Members { table } => MemberTable::decode(&table).map_or(0, |t| t.len()),
+            ResponseBody::Members { table } => {
+                Exchange::decode(&table).map_or(0, |exchange| exchange.table.len())
+            }
             _ => 0,
         },
         Err(_) => 0,

@@ -15,7 +15,7 @@ use ringkv::loadgen::keys::Distribution;
 use ringkv::loadgen::target::{self as bench_target, RingkvOptions};
 use ringkv::loadgen::workload::Workload;
 use ringkv::loadgen::{self, BenchOptions, Load, Sweep};
-use ringkv::protocol::Consistency;
+use ringkv::protocol::{Consistency, QuorumMode, Request, Status};
 use ringkv::runtime;
 
 #[derive(Parser)]
@@ -92,6 +92,10 @@ enum Command {
         /// W: one, quorum, all, or a count (default: the server's)
         #[arg(long, default_value = "default", value_parser = parse_consistency)]
         consistency: Consistency,
+        /// Strict quorum: only the key's preferred replicas count toward W (default:
+        /// sloppy, where stand-ins for Down replicas count too)
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -112,16 +116,26 @@ enum Command {
         /// W: one, quorum, all, or a count (default: the server's)
         #[arg(long, default_value = "default", value_parser = parse_consistency)]
         consistency: Consistency,
+        /// Strict quorum: only the key's preferred replicas count toward W (default:
+        /// sloppy, where stand-ins for Down replicas count too)
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         target: Target,
     },
-    /// The cluster as one node knows it: nodes, state, load, tokens, ownership
+    /// The cluster as one node knows it: nodes, Up/Suspect/Down, load, tokens,
+    /// ownership, the hints it holds for each
     Status {
-        /// N, for the ownership column
-        #[arg(long, default_value_t = ServerConfig::default().replication_factor)]
-        replication_factor: usize,
+        /// N, for the ownership column (default: the node's)
+        #[arg(long)]
+        replication_factor: Option<usize>,
         #[command(flatten)]
         target: Target,
+    },
+    /// Operator actions on one node
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
     },
     /// Check that a node answers
     Ping {
@@ -147,6 +161,52 @@ enum Command {
         #[command(subcommand)]
         action: DumpAction,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make the node drop or delay the internal traffic it sends to chosen peers (node
+    /// ids in hex, as `ringkv status` shows them), for tests and failure rehearsals;
+    /// `--heal` ends every fault first. Apply on both sides to cut a link both ways.
+    Fault {
+        /// Drop everything sent to these nodes (comma-separated ids)
+        #[arg(long, value_delimiter = ',', value_parser = parse_node_id)]
+        drop_to: Vec<u64>,
+        /// Delay everything sent to --delay-to (default: every peer) by this much
+        #[arg(long)]
+        delay_ms: Option<u32>,
+        #[arg(long, value_delimiter = ',', value_parser = parse_node_id)]
+        delay_to: Vec<u64>,
+        /// Clear every fault (before applying the others given)
+        #[arg(long)]
+        heal: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// A node id as `ringkv status` prints it: 16 hex digits (a `0x` prefix is allowed).
+fn parse_node_id(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("{s:?} is not a node id (hex, as ringkv status shows it)"))
+}
+
+/// `90s`, `30m`, `3h`, `500ms`, or plain seconds.
+fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |at| s.split_at(at));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 90s, 30m, 3h"))?;
+    match unit {
+        "" | "s" => Ok(n),
+        "ms" => Ok(n.div_ceil(1000)),
+        "m" => Ok(n * 60),
+        "h" => Ok(n * 3600),
+        "d" => Ok(n * 86_400),
+        _ => Err(format!("{s:?}: unit {unit:?} is not one of ms, s, m, h, d")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -234,6 +294,16 @@ struct ServerArgs {
     /// (and hold no values) are dropped
     #[arg(long)]
     prune_clocks_after_secs: Option<u64>,
+    /// Hints older than this are dropped, and a node Down longer gets no new ones
+    /// (anti-entropy repairs it): e.g. 3h, 30m, 90s [default: 3h]
+    #[arg(long, value_parser = parse_duration_secs)]
+    max_hint_window: Option<u64>,
+    /// Most bytes of hints one shard keeps [default: 1 GiB]
+    #[arg(long)]
+    hint_bytes_max: Option<u64>,
+    /// Bytes per second one shard replays hints at [default: 16 MiB]
+    #[arg(long)]
+    hint_replay_bytes_per_sec: Option<u64>,
 }
 
 /// How executors sit on cores: the server's shards, and the benchmarks standing for one.
@@ -451,7 +521,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// `one`, `quorum`, `all`, `default`, or a replica count 1..=127.
+/// `one`, `quorum`, `all`, `default`, or a replica count 1..=63.
 fn parse_consistency(s: &str) -> Result<Consistency, String> {
     match s {
         "default" => Ok(Consistency::Default),
@@ -463,7 +533,7 @@ fn parse_consistency(s: &str) -> Result<Consistency, String> {
                 Ok(Consistency::Count(count))
             }
             _ => Err(format!(
-                "{n:?}: expected one, quorum, all, default or a count 1..=127"
+                "{n:?}: expected one, quorum, all, default or a count 1..=63"
             )),
         },
     }
@@ -478,6 +548,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client
         })
     };
+    let quorum = |strict: bool| {
+        if strict {
+            QuorumMode::Strict
+        } else {
+            QuorumMode::Sloppy
+        }
+    };
     match cli.command {
         Command::Server(args) => serve(*args),
         Command::Local(args) => local(args),
@@ -486,14 +563,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             value,
             context,
             consistency,
+            strict,
             target,
         } => {
             let context = hex_decode(&context)?;
-            let new = connect_at(&target, consistency)?.put(
-                key.as_bytes(),
-                value.as_bytes(),
-                &context,
-            )?;
+            let mut client = connect_at(&target, consistency)?;
+            client.set_quorum(quorum(strict));
+            let new = client.put(key.as_bytes(), value.as_bytes(), &context)?;
             println!("OK context={}", hex_encode(&new));
             Ok(ExitCode::SUCCESS)
         }
@@ -501,10 +577,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key,
             context,
             consistency,
+            strict,
             target,
         } => {
             let context = hex_decode(&context)?;
-            let new = connect_at(&target, consistency)?.delete(key.as_bytes(), &context)?;
+            let mut client = connect_at(&target, consistency)?;
+            client.set_quorum(quorum(strict));
+            let new = client.delete(key.as_bytes(), &context)?;
             println!("OK context={}", hex_encode(&new));
             Ok(ExitCode::SUCCESS)
         }
@@ -546,6 +625,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .map_err(anyhow::Error::msg)?;
             print!("{table}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin {
+            action:
+                AdminAction::Fault {
+                    drop_to,
+                    delay_ms,
+                    delay_to,
+                    heal,
+                    target,
+                },
+        } => {
+            let change = ringkv::server::faults::FaultChange {
+                heal,
+                drop_to,
+                delay_ms,
+                delay_to,
+            };
+            let response = connect(&target)?.request(&Request::Fault {
+                spec: change.encode().into(),
+            })?;
+            if response.status != Status::Ok {
+                anyhow::bail!("{:?}: {}", response.status, response.message);
+            }
+            println!("OK");
             Ok(ExitCode::SUCCESS)
         }
         Command::Ping { target } => {
@@ -684,6 +788,13 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         prune_clocks_after_secs: args
             .prune_clocks_after_secs
             .unwrap_or(defaults.prune_clocks_after_secs),
+        max_hint_window_secs: args
+            .max_hint_window
+            .unwrap_or(defaults.max_hint_window_secs),
+        hint_bytes_max: args.hint_bytes_max.unwrap_or(defaults.hint_bytes_max),
+        hint_replay_bytes_per_sec: args
+            .hint_replay_bytes_per_sec
+            .unwrap_or(defaults.hint_replay_bytes_per_sec),
         ..defaults
     };
     config.validate().map_err(anyhow::Error::msg)?;

@@ -1,70 +1,93 @@
-//! `ringkv status`: a nodetool-style table of the cluster as one node knows it: node
-//! id, address, DC and rack, whether the node answers, how much data it stores, its
-//! tokens, and its effective ownership (the share of keys it holds a replica of).
+//! `ringkv status`: a nodetool-style table of the cluster as one node sees it: node
+//! id, address, DC and rack, the node's failure-detector verdict on it (Up, Suspect,
+//! Down) and phi, how much data it stores (as gossip last carried it), its tokens, its
+//! effective ownership (the share of keys it holds a replica of), and the hints the
+//! node holds for it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::client::blocking::BlockingClient;
+use crate::membership::ClusterView;
 use crate::protocol::{Request, ResponseBody, Status};
 use crate::runtime::join::fetch_table;
 
-/// The status table of the cluster node `host:port` knows, at replication factor
-/// `replication_factor` (the ownership column depends on it).
+/// The status table of the cluster node `host:port` knows; ownership at
+/// `replication_factor` (default: the node's).
 pub fn status(
     host: &str,
     port: u16,
-    replication_factor: usize,
+    replication_factor: Option<usize>,
     timeout: Duration,
 ) -> Result<String, String> {
+    let view = cluster_view(host, port, timeout).map_err(|e| format!("{host}:{port}: {e}"))?;
+    let rf = replication_factor.unwrap_or(usize::from(view.replication_factor));
     let table = fetch_table(host, port, timeout).map_err(|e| format!("{host}:{port}: {e}"))?;
-    let ring = table.ring(replication_factor)?;
-    let ownership = ring.effective_ownership();
+    let ownership = table.ring(rf)?.effective_ownership();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} nodes, replication factor {}, as {host}:{port} knows them",
-        table.len(),
-        replication_factor
+        "{} nodes, replication factor {rf}, as node {:016x} ({host}:{port}) sees them",
+        view.members.len(),
+        view.observer,
     );
     let _ = writeln!(
         out,
-        "{:<18} {:<21} {:<14} {:<6} {:>10} {:>6} {:>10}",
-        "node", "address", "dc/rack", "state", "load", "tokens", "owns"
+        "{:<18} {:<21} {:<14} {:<8} {:>6} {:>10} {:>6} {:>7} {:>8} {:>10}",
+        "node",
+        "address",
+        "dc/rack",
+        "state",
+        "phi",
+        "load",
+        "tokens",
+        "owns",
+        "hints",
+        "hint data"
     );
-    for member in table.members() {
-        let address = format!("{}:{}", member.host, member.port);
-        let (state, load) = match node_load(&member.host, member.port, timeout) {
-            Ok(bytes) => ("Up", human_bytes(bytes)),
-            Err(_) => ("Down?", "?".to_string()),
-        };
+    for member in &view.members {
         let owns = ownership
             .iter()
             .find(|(id, _)| *id == member.node_id)
             .map_or(0.0, |(_, share)| *share);
+        let phi = if member.node_id == view.observer {
+            "-".to_string()
+        } else {
+            format!("{:.1}", member.phi.min(999.9))
+        };
         let _ = writeln!(
             out,
-            "{:<18} {:<21} {:<14} {:<6} {:>10} {:>6} {:>9.1}%",
+            "{:<18} {:<21} {:<14} {:<8} {:>6} {:>10} {:>6} {:>6.1}% {:>8} {:>10}",
             format!("{:016x}", member.node_id),
-            address,
+            format!("{}:{}", member.host, member.port),
             format!("{}/{}", member.dc, member.rack),
-            state,
-            load,
-            member.tokens.len(),
-            owns * 100.0
+            format!("{:?}", member.status),
+            phi,
+            member.load_bytes.map_or("?".to_string(), human_bytes),
+            member.tokens,
+            owns * 100.0,
+            member.hints,
+            human_bytes(member.hint_bytes),
+        );
+    }
+    if view.hints_dropped > 0 || view.hints_refused > 0 {
+        let _ = writeln!(
+            out,
+            "hints dropped past the window: {}, refused for room: {} (anti-entropy repairs them)",
+            view.hints_dropped, view.hints_refused
         );
     }
     Ok(out)
 }
 
-/// Bytes the node stores, if it answers.
-fn node_load(host: &str, port: u16, timeout: Duration) -> Result<u64, String> {
+/// The node's view of the cluster (CLUSTER_STATUS).
+pub fn cluster_view(host: &str, port: u16, timeout: Duration) -> Result<ClusterView, String> {
     let mut client = BlockingClient::connect(host, port, timeout).map_err(|e| e.to_string())?;
     let response = client
-        .request(&Request::NodeStatus)
+        .request(&Request::ClusterStatus)
         .map_err(|e| e.to_string())?;
     match (response.status, response.body) {
-        (Status::Ok, ResponseBody::NodeStatus { data_bytes }) => Ok(data_bytes),
+        (Status::Ok, ResponseBody::ClusterStatus { view }) => ClusterView::decode(&view),
         (status, _) => Err(format!("{status:?}: {}", response.message)),
     }
 }

@@ -50,6 +50,7 @@ fn put(key: Vec<u8>, value: Vec<u8>) -> Request {
         value: Bytes::from(value),
         context: Bytes::new(),
         consistency: Consistency::Default,
+        quorum: ringkv::protocol::QuorumMode::Sloppy,
     }
 }
 

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::{ok_body, ClientError, GetResult};
 use crate::protocol::{
-    decode_response, encode_request, Consistency, FrameHeader, Request, Response, ResponseBody,
-    ShardMap, Status, HEADER_LEN,
+    decode_response, encode_request, Consistency, FrameHeader, QuorumMode, Request, Response,
+    ResponseBody, ShardMap, Status, HEADER_LEN,
 };
 
 /// Largest response body accepted (a GET with many large siblings).
@@ -23,6 +23,8 @@ pub struct BlockingClient {
     next_id: u32,
     /// R or W of the reads and writes it sends (default: the server's).
     consistency: Consistency,
+    /// Sloppy (default) or strict quorum for the writes it sends.
+    quorum: QuorumMode,
 }
 
 impl BlockingClient {
@@ -45,12 +47,18 @@ impl BlockingClient {
             addr,
             next_id: 1,
             consistency: Consistency::Default,
+            quorum: QuorumMode::Sloppy,
         })
     }
 
     /// Sends later GET, PUT and DELETE requests at `consistency`.
     pub fn set_consistency(&mut self, consistency: Consistency) {
         self.consistency = consistency;
+    }
+
+    /// Sends later PUT and DELETE requests under sloppy or strict quorum.
+    pub fn set_quorum(&mut self, quorum: QuorumMode) {
+        self.quorum = quorum;
     }
 
     /// Sends one request and reads its response.
@@ -140,6 +148,7 @@ impl BlockingClient {
             value: Bytes::copy_from_slice(value),
             context: Bytes::copy_from_slice(context),
             consistency: self.consistency,
+            quorum: self.quorum,
         })
     }
 
@@ -148,6 +157,7 @@ impl BlockingClient {
             key: Bytes::copy_from_slice(key),
             context: Bytes::copy_from_slice(context),
             consistency: self.consistency,
+            quorum: self.quorum,
         })
     }
 

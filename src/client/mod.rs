@@ -17,7 +17,9 @@ use bytes::Bytes;
 
 pub use connection::Connection;
 
-use crate::protocol::{Consistency, Request, Response, ResponseBody, Status, WireValue};
+use crate::protocol::{
+    Consistency, QuorumMode, Request, Response, ResponseBody, Status, WireValue,
+};
 use crate::ring::ShardMap;
 
 /// How requests are sent to a node.
@@ -42,6 +44,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// R and W of every GET, PUT and DELETE (default: the server's).
     pub consistency: Consistency,
+    /// Sloppy (default) or strict quorum for PUT and DELETE.
+    pub quorum: QuorumMode,
 }
 
 impl Default for ClientOptions {
@@ -50,6 +54,7 @@ impl Default for ClientOptions {
             routing: Routing::ShardAware,
             timeout: Duration::from_secs(10),
             consistency: Consistency::Default,
+            quorum: QuorumMode::Sloppy,
         }
     }
 }
@@ -263,6 +268,7 @@ impl Client {
             value: Bytes::copy_from_slice(value),
             context: Bytes::copy_from_slice(context),
             consistency: self.options.consistency,
+            quorum: self.options.quorum,
         };
         self.write(key, &request).await
     }
@@ -272,6 +278,7 @@ impl Client {
             key: Bytes::copy_from_slice(key),
             context: Bytes::copy_from_slice(context),
             consistency: self.options.consistency,
+            quorum: self.options.quorum,
         };
         self.write(key, &request).await
     }
@@ -323,7 +330,9 @@ async fn token_routes(
             "MEMBERS answered without a table".into(),
         ));
     };
-    let table = crate::membership::MemberTable::decode(&table).map_err(ClientError::Protocol)?;
+    let table = crate::membership::Exchange::decode(&table)
+        .map_err(ClientError::Protocol)?
+        .table;
     // The primary does not depend on N: a ring of N = 1 gives it.
     let ring = match old {
         Some(old) if old.table == table => old.ring.clone(),

@@ -120,6 +120,7 @@ impl Store {
                 let options = ClientOptions {
                     routing: ringkv.routing,
                     consistency: ringkv.consistency,
+                    quorum: crate::protocol::QuorumMode::Sloppy,
                     timeout,
                 };
                 let client = Client::connect(host, *port, options).await;

@@ -71,7 +71,9 @@ impl Default for DetectorConfig {
 }
 
 /// What the detector believes of a peer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Status {
     /// Heartbeats arrive as expected.
     Up,
@@ -83,7 +85,18 @@ pub enum Status {
 
 /// A peer's heartbeat as gossip carries it: the generation (bumped by a restart), then
 /// the counter within it. Ordered: a larger one is newer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Heartbeat {
     pub generation: u64,
     pub counter: u64,

@@ -1,15 +1,17 @@
-//! Who is in the cluster: the member table, and the ring snapshot built from it.
+//! Who is in the cluster: the member table, the ring snapshot built from it, gossip
+//! and the failure detector.
 //!
-//! Static membership for now (gossip comes later and takes this table over; its
-//! heartbeat exchange is [`gossip`], the failure detector it feeds is [`detector`],
-//! both decide-only and run by the simulator, `crate::sim`, not yet by the server): a node started with `--seeds` fetches the table from a seed, picks its
-//! tokens against the ring it describes ([`crate::ring::allocate`]), and from then on
-//! every node exchanges tables with its seeds and the members it knows, push-pull,
-//! every `--membership-interval-ms`. Tables merge by union; for a node listed on both
-//! sides, the entry with the larger `generation` (the node's start time) wins, so a
-//! restarted node's new address replaces the old one.
+//! A node started with `--seeds` fetches the table from a seed, picks its tokens
+//! against the ring it describes ([`crate::ring::allocate`]), and from then on gossips
+//! every `--membership-interval-ms` with up to 3 random members and any seed it does
+//! not know as a member, push-pull ([`Exchange`]): its member table, every heartbeat it
+//! knows ([`gossip`]) and every node's load. Tables merge by union; for a node listed
+//! on both sides, the entry with the larger `generation` (the node's start time) wins,
+//! so a restarted node's new address replaces the old one. Heartbeats feed the
+//! phi-accrual failure [`detector`]; what it decides reaches every shard as a
+//! [`Health`].
 //!
-//! The table travels in MEMBERS frames as postcard (docs/protocol.md), decoded with
+//! The exchange travels in MEMBERS frames as postcard (docs/protocol.md), decoded with
 //! every count checked against the frame's length and every member checked (tokens,
 //! shards) before it is believed.
 
@@ -169,13 +171,19 @@ impl MemberTable {
     pub fn decode(bytes: &[u8]) -> Result<MemberTable, String> {
         let table: MemberTable = postcard::from_bytes(bytes)
             .map_err(|e| format!("member table does not decode: {e}"))?;
-        if table.members.len() > MEMBERS_MAX {
+        table.check()?;
+        Ok(table)
+    }
+
+    /// What a decoded table must hold to be believed.
+    fn check(&self) -> Result<(), String> {
+        if self.members.len() > MEMBERS_MAX {
             return Err(format!(
                 "{} members, limit {MEMBERS_MAX}",
-                table.members.len()
+                self.members.len()
             ));
         }
-        for (id, member) in &table.members {
+        for (id, member) in &self.members {
             if *id != member.node_id {
                 return Err(format!(
                     "member {:016x} is filed under {id:016x}",
@@ -184,7 +192,117 @@ impl MemberTable {
             }
             member.check()?;
         }
-        Ok(table)
+        Ok(())
+    }
+}
+
+/// Most heartbeats or loads an exchange may carry.
+pub const DIGEST_MAX: usize = MEMBERS_MAX;
+
+/// One gossip message (a MEMBERS request or its answer): who sends it, its member
+/// table, every heartbeat it knows, and every node's load as it last heard it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exchange {
+    pub from: NodeId,
+    pub table: MemberTable,
+    pub heartbeats: gossip::Digest,
+    /// `(node, heartbeat when measured, bytes stored)`: the newer heartbeat wins.
+    pub loads: Vec<(NodeId, detector::Heartbeat, u64)>,
+}
+
+impl Exchange {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("an exchange always serializes")
+    }
+
+    /// Decodes and checks an exchange received from a peer. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Exchange, String> {
+        let exchange: Exchange =
+            postcard::from_bytes(bytes).map_err(|e| format!("gossip does not decode: {e}"))?;
+        if exchange.heartbeats.len() > DIGEST_MAX || exchange.loads.len() > DIGEST_MAX {
+            return Err(format!(
+                "{} heartbeats and {} loads, limit {DIGEST_MAX}",
+                exchange.heartbeats.len(),
+                exchange.loads.len()
+            ));
+        }
+        exchange.table.check()?;
+        Ok(exchange)
+    }
+}
+
+/// What the failure detector holds of every peer, as the shards see it: published by
+/// the control plane whenever a status changes. A node not listed is Up (nothing
+/// against it yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Peers that are not Up, with their status and since when (µs since the epoch).
+    pub not_up: BTreeMap<NodeId, (detector::Status, u64)>,
+}
+
+impl Health {
+    /// Whether writes and reads should count on `node`: Up or only Suspect (a suspicion
+    /// the detector has not confirmed does not reroute traffic; a replica that then
+    /// fails to answer in time gets a hint from its coordinator anyway).
+    pub fn is_up(&self, node: NodeId) -> bool {
+        !matches!(self.not_up.get(&node), Some((detector::Status::Down, _)))
+    }
+
+    /// Since when `node` is Down, if it is.
+    pub fn down_since_us(&self, node: NodeId) -> Option<u64> {
+        match self.not_up.get(&node) {
+            Some(&(detector::Status::Down, since)) => Some(since),
+            _ => None,
+        }
+    }
+}
+
+/// One member as a node sees it, for `ringkv status` (CLUSTER_STATUS, postcard).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PeerView {
+    pub node_id: NodeId,
+    pub host: String,
+    pub port: u16,
+    pub dc: String,
+    pub rack: String,
+    pub tokens: u32,
+    /// The observer itself is always Up.
+    pub status: detector::Status,
+    pub phi: f64,
+    pub heartbeat: detector::Heartbeat,
+    /// Bytes the node stores, as gossip last carried it.
+    pub load_bytes: Option<u64>,
+    /// Hints the observer holds for this node (all shards), and their bytes.
+    pub hints: u64,
+    pub hint_bytes: u64,
+}
+
+/// A node's whole view, for `ringkv status`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ClusterView {
+    pub observer: NodeId,
+    pub replication_factor: u8,
+    pub members: Vec<PeerView>,
+    /// Hints dropped past the hint window, and refused for want of room, since start.
+    pub hints_dropped: u64,
+    pub hints_refused: u64,
+}
+
+impl ClusterView {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("a cluster view always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ClusterView, String> {
+        let view: ClusterView = postcard::from_bytes(bytes)
+            .map_err(|e| format!("cluster view does not decode: {e}"))?;
+        if view.members.len() > MEMBERS_MAX {
+            return Err(format!(
+                "{} members, limit {MEMBERS_MAX}",
+                view.members.len()
+            ));
+        }
+        Ok(view)
     }
 }
 

@@ -2,19 +2,25 @@
 //!
 //! ```text
 //! PING       (empty)
-//! GET        consistency u8 | key_len u16 | key
-//! PUT        consistency u8 | key_len u16 | key | context_len u16 | context | value_len u32 | value
-//! DELETE     consistency u8 | key_len u16 | key | context_len u16 | context
+//! GET        level u8 | key_len u16 | key
+//! PUT        level u8 | key_len u16 | key | context_len u16 | context | value_len u32 | value
+//! DELETE     level u8 | key_len u16 | key | context_len u16 | context
 //! SHARD_MAP  (empty)
 //! REPLICA_WRITE  key_len u16 | key | set_len u32 | version set (docs/storage.md)
 //! REPLICA_READ   key_len u16 | key
-//! MEMBERS        table_len u32 | member table (postcard; empty: the sender has none)
+//! MEMBERS        exchange_len u32 | gossip exchange (postcard; empty: a client asking)
 //! NODE_STATUS    (empty)
+//! HINT_WRITE     target u64 | key_len u16 | key | set_len u32 | version set
+//! CLUSTER_STATUS (empty)
+//! FAULT          spec_len u32 | fault spec (postcard)
 //! ```
 //!
-//! REPLICA_WRITE and REPLICA_READ are the internal protocol: nodes send them to each
-//! other's owning shards. The version set travels as opaque bytes here; the replica
-//! decodes (and so checks) it before it merges anything.
+//! The level byte is the consistency (R or W) and, in bit 0x40, the quorum mode:
+//! set = strict. Reads always count only the preference list, so GET refuses the bit.
+//!
+//! REPLICA_WRITE, REPLICA_READ and HINT_WRITE are the internal protocol: nodes send
+//! them to each other's owning shards. The version set travels as opaque bytes here;
+//! the replica decodes (and so checks) it before it merges anything.
 
 use bytes::Bytes;
 
@@ -39,12 +45,46 @@ pub enum Consistency {
 
 /// Bit that marks an explicit replica count in the consistency byte.
 const CONSISTENCY_COUNT_BIT: u8 = 0x80;
+/// Bit of the level byte that asks for strict quorum.
+const STRICT_BIT: u8 = 0x40;
+
+/// Which replicas a write's acknowledgements may come from (DESIGN.md §6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum QuorumMode {
+    /// The preferred replicas that are Up, and a stand-in (the next Up node past the
+    /// preference list, keeping a hint) for each that is Down. Wire: bit 0x40 clear.
+    #[default]
+    Sloppy,
+    /// The preferred replicas only: a write that cannot reach W of them is refused.
+    /// Wire: bit 0x40 set.
+    Strict,
+}
+
+/// The level byte: consistency, and the quorum mode in [`STRICT_BIT`].
+pub fn level_from_u8(byte: u8) -> Result<(Consistency, QuorumMode), RequestError> {
+    let mode = if byte & STRICT_BIT != 0 {
+        QuorumMode::Strict
+    } else {
+        QuorumMode::Sloppy
+    };
+    Ok((Consistency::from_u8(byte & !STRICT_BIT)?, mode))
+}
+
+/// The level byte of `consistency` under `mode`.
+pub fn level_to_u8(consistency: Consistency, mode: QuorumMode) -> u8 {
+    let strict = if mode == QuorumMode::Strict {
+        STRICT_BIT
+    } else {
+        0
+    };
+    consistency.to_u8() | strict
+}
 
 impl Consistency {
-    /// Largest explicit replica count the byte can carry.
-    pub const COUNT_MAX: u8 = 0x7F;
+    /// Largest explicit replica count the byte can carry (bit 0x40 is the quorum mode).
+    pub const COUNT_MAX: u8 = 0x3F;
 
-    /// Parses the consistency byte; reserved values are BadRequest.
+    /// Parses the consistency byte (bit 0x40 clear); reserved values are BadRequest.
     pub fn from_u8(byte: u8) -> Result<Consistency, RequestError> {
         match byte {
             0 => Ok(Consistency::Default),
@@ -52,13 +92,14 @@ impl Consistency {
             2 => Ok(Consistency::Quorum),
             3 => Ok(Consistency::All),
             CONSISTENCY_COUNT_BIT => Err(RequestError::bad_request(
-                "consistency 0x80 asks for 0 replicas; counts are 1..=127",
+                "consistency 0x80 asks for 0 replicas; counts are 1..=63",
             )),
-            count if count & CONSISTENCY_COUNT_BIT != 0 => {
+            count if count & CONSISTENCY_COUNT_BIT != 0 && count & STRICT_BIT == 0 => {
                 Ok(Consistency::Count(count & !CONSISTENCY_COUNT_BIT))
             }
             other => Err(RequestError::bad_request(format!(
-                "unknown consistency 0x{other:02x}; expected 0..=3 or 0x80|n with n in 1..=127"
+                "unknown consistency 0x{other:02x}; expected 0..=3 or 0x80|n with n in 1..=63, \
+                 plus 0x40 for strict quorum"
             ))),
         }
     }
@@ -74,7 +115,7 @@ impl Consistency {
             Consistency::Count(count) => {
                 assert!(
                     Consistency::count_fits(count),
-                    "replica count {count} is not in 1..=127"
+                    "replica count {count} is not in 1..=63"
                 );
                 CONSISTENCY_COUNT_BIT | count
             }
@@ -97,6 +138,7 @@ pub enum Request {
     },
     Put {
         consistency: Consistency,
+        quorum: QuorumMode,
         key: Bytes,
         /// Opaque causal context from an earlier read; empty = concurrent with all.
         context: Bytes,
@@ -104,6 +146,7 @@ pub enum Request {
     },
     Delete {
         consistency: Consistency,
+        quorum: QuorumMode,
         key: Bytes,
         /// Opaque causal context from an earlier read; empty = concurrent with all.
         context: Bytes,
@@ -118,12 +161,25 @@ pub enum Request {
     ReplicaRead {
         key: Bytes,
     },
-    /// The sender's member table (encoded; empty from a client): the answer carries
-    /// the receiver's table after merging it.
+    /// The sender's gossip exchange (`membership::Exchange`, encoded; empty from a
+    /// client): the answer carries the receiver's after merging it.
     Members {
         table: Bytes,
     },
     NodeStatus,
+    /// Keep `versions` for `key` as a hint for node `target` (this shard stands in
+    /// for it under sloppy quorum) and hand it over once `target` is Up.
+    HintWrite {
+        target: u64,
+        key: Bytes,
+        versions: Bytes,
+    },
+    /// How this node sees the cluster: each member's status, phi, pending hints.
+    ClusterStatus,
+    /// Fault injection (`ringkv admin fault`): an encoded `server::faults::FaultSpec`.
+    Fault {
+        spec: Bytes,
+    },
 }
 
 impl Request {
@@ -139,6 +195,9 @@ impl Request {
             Request::ReplicaRead { .. } => opcode::REPLICA_READ,
             Request::Members { .. } => opcode::MEMBERS,
             Request::NodeStatus => opcode::NODE_STATUS,
+            Request::HintWrite { .. } => opcode::HINT_WRITE,
+            Request::ClusterStatus => opcode::CLUSTER_STATUS,
+            Request::Fault { .. } => opcode::FAULT,
         }
     }
 
@@ -146,7 +205,9 @@ impl Request {
     /// bad input before [`encode_request`] (which panics on unencodable fields).
     pub fn validate(&self, limits: &Limits) -> Result<(), RequestError> {
         match self {
-            Request::Ping | Request::ShardMap | Request::NodeStatus => Ok(()),
+            Request::Ping | Request::ShardMap | Request::NodeStatus | Request::ClusterStatus => {
+                Ok(())
+            }
             Request::Get { consistency, key } => {
                 check_consistency(*consistency)?;
                 check_key_len(key.len(), limits)
@@ -156,6 +217,7 @@ impl Request {
                 key,
                 context,
                 value,
+                ..
             } => {
                 check_consistency(*consistency)?;
                 check_key_len(key.len(), limits)?;
@@ -166,6 +228,7 @@ impl Request {
                 consistency,
                 key,
                 context,
+                ..
             } => {
                 check_consistency(*consistency)?;
                 check_key_len(key.len(), limits)?;
@@ -177,6 +240,11 @@ impl Request {
             }
             Request::ReplicaRead { key } => check_key_len(key.len(), limits),
             Request::Members { table } => check_set_len(table.len(), limits),
+            Request::HintWrite { key, versions, .. } => {
+                check_key_len(key.len(), limits)?;
+                check_set_len(versions.len(), limits)
+            }
+            Request::Fault { spec } => check_set_len(spec.len(), limits),
         }
     }
 }
@@ -194,7 +262,7 @@ fn check_set_len(len: usize, limits: &Limits) -> Result<(), RequestError> {
 fn check_consistency(consistency: Consistency) -> Result<(), RequestError> {
     match consistency {
         Consistency::Count(count) if !Consistency::count_fits(count) => Err(
-            RequestError::bad_request(format!("replica count {count} is not in 1..=127")),
+            RequestError::bad_request(format!("replica count {count} is not in 1..=63")),
         ),
         _ => Ok(()),
     }
@@ -238,28 +306,36 @@ pub fn decode_request(
     let request = match header.opcode {
         opcode::PING => Request::Ping,
         opcode::GET => {
-            let consistency = read_consistency(&mut reader)?;
+            let (consistency, quorum) = read_level(&mut reader)?;
+            if quorum == QuorumMode::Strict {
+                return Err(RequestError::bad_request(
+                    "GET with the strict-quorum bit (0x40): reads always count only the \
+                     key's preferred replicas, so the bit is for PUT and DELETE",
+                ));
+            }
             let key = read_key(&mut reader, limits)?;
             Request::Get { consistency, key }
         }
         opcode::PUT => {
-            let consistency = read_consistency(&mut reader)?;
+            let (consistency, quorum) = read_level(&mut reader)?;
             let key = read_key(&mut reader, limits)?;
             let context = reader.context()?;
             let value = read_value(&mut reader, limits)?;
             Request::Put {
                 consistency,
+                quorum,
                 key,
                 context,
                 value,
             }
         }
         opcode::DELETE => {
-            let consistency = read_consistency(&mut reader)?;
+            let (consistency, quorum) = read_level(&mut reader)?;
             let key = read_key(&mut reader, limits)?;
             let context = reader.context()?;
             Request::Delete {
                 consistency,
+                quorum,
                 key,
                 context,
             }
@@ -277,9 +353,28 @@ pub fn decode_request(
             key: read_key(&mut reader, limits)?,
         },
         opcode::MEMBERS => {
-            let len = reader.u32("table_len")? as usize;
+            let len = reader.u32("exchange_len")? as usize;
             Request::Members {
-                table: reader.bytes(len, "member table")?,
+                table: reader.bytes(len, "gossip exchange")?,
+            }
+        }
+        opcode::HINT_WRITE => {
+            let target = reader.u64("target")?;
+            let key = read_key(&mut reader, limits)?;
+            let len = reader.u32("set_len")? as usize;
+            check_set_len(len, limits)?;
+            let versions = reader.bytes(len, "version set")?;
+            Request::HintWrite {
+                target,
+                key,
+                versions,
+            }
+        }
+        opcode::CLUSTER_STATUS => Request::ClusterStatus,
+        opcode::FAULT => {
+            let len = reader.u32("spec_len")? as usize;
+            Request::Fault {
+                spec: reader.bytes(len, "fault spec")?,
             }
         }
         other => {
@@ -309,8 +404,8 @@ fn check_request_frame(
     })
 }
 
-fn read_consistency(reader: &mut Reader) -> Result<Consistency, RequestError> {
-    Consistency::from_u8(reader.u8("consistency")?)
+fn read_level(reader: &mut Reader) -> Result<(Consistency, QuorumMode), RequestError> {
+    level_from_u8(reader.u8("level")?)
 }
 
 fn read_key(reader: &mut Reader, limits: &Limits) -> Result<Bytes, RequestError> {
@@ -331,28 +426,30 @@ fn read_value(reader: &mut Reader, limits: &Limits) -> Result<Bytes, RequestErro
 pub fn encode_request(request: &Request, request_id: u32, buf: &mut Vec<u8>) {
     let start = begin_frame(request.opcode(), request_id, buf);
     match request {
-        Request::Ping | Request::ShardMap | Request::NodeStatus => {}
+        Request::Ping | Request::ShardMap | Request::NodeStatus | Request::ClusterStatus => {}
         Request::Get { consistency, key } => {
             buf.push(consistency.to_u8());
             put_bytes_u16(buf, key, "key");
         }
         Request::Put {
             consistency,
+            quorum,
             key,
             context,
             value,
         } => {
-            buf.push(consistency.to_u8());
+            buf.push(level_to_u8(*consistency, *quorum));
             put_bytes_u16(buf, key, "key");
             put_context(buf, context);
             put_bytes_u32(buf, value, "value");
         }
         Request::Delete {
             consistency,
+            quorum,
             key,
             context,
         } => {
-            buf.push(consistency.to_u8());
+            buf.push(level_to_u8(*consistency, *quorum));
             put_bytes_u16(buf, key, "key");
             put_context(buf, context);
         }
@@ -361,7 +458,17 @@ pub fn encode_request(request: &Request, request_id: u32, buf: &mut Vec<u8>) {
             put_bytes_u32(buf, versions, "version set");
         }
         Request::ReplicaRead { key } => put_bytes_u16(buf, key, "key"),
-        Request::Members { table } => put_bytes_u32(buf, table, "member table"),
+        Request::Members { table } => put_bytes_u32(buf, table, "gossip exchange"),
+        Request::HintWrite {
+            target,
+            key,
+            versions,
+        } => {
+            buf.extend_from_slice(&target.to_le_bytes());
+            put_bytes_u16(buf, key, "key");
+            put_bytes_u32(buf, versions, "version set");
+        }
+        Request::Fault { spec } => put_bytes_u32(buf, spec, "fault spec"),
     }
     finish_frame(start, buf);
 }

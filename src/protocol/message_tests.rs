@@ -68,6 +68,7 @@ fn golden_put() {
     ];
     let request = Request::Put {
         consistency: Consistency::Count(2),
+        quorum: QuorumMode::Sloppy,
         key: "k1".into(),
         context: Bytes::from_static(&[0x0C, 0x0D]),
         value: "hello".into(),
@@ -80,16 +81,57 @@ fn golden_delete() {
     #[rustfmt::skip]
     let golden = [
         0xA7, 0x01, 0x04, 0x00,  0x0A, 0x00, 0x00, 0x00,  0x0A, 0x00, 0x00, 0x00,
-        0x01,                          // consistency ONE
+        0x41,                          // consistency ONE, strict quorum
         0x02, 0x00, b'k', b'1',        // key "k1"
         0x03, 0x00, 0x0C, 0x0D, 0x0E,  // context 0C 0D 0E
     ];
     let request = Request::Delete {
         consistency: Consistency::One,
+        quorum: QuorumMode::Strict,
         key: "k1".into(),
         context: Bytes::from_static(&[0x0C, 0x0D, 0x0E]),
     };
     assert_golden(request, 10, &golden);
+}
+
+#[test]
+fn golden_hint_write() {
+    #[rustfmt::skip]
+    let golden = [
+        0xA7, 0x01, 0x24, 0x00,  0x0B, 0x00, 0x00, 0x00,  0x13, 0x00, 0x00, 0x00,
+        0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // target node 7
+        0x02, 0x00, b'k', b'1',                         // key "k1"
+        0x03, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03,       // version set (opaque here)
+    ];
+    let request = Request::HintWrite {
+        target: 7,
+        key: "k1".into(),
+        versions: Bytes::from_static(&[1, 2, 3]),
+    };
+    assert_golden(request, 11, &golden);
+}
+
+#[test]
+fn the_strict_bit_rides_on_every_consistency_and_counts_stop_at_63() {
+    for consistency in [
+        Consistency::Default,
+        Consistency::One,
+        Consistency::Quorum,
+        Consistency::All,
+        Consistency::Count(1),
+        Consistency::Count(63),
+    ] {
+        for quorum in [QuorumMode::Sloppy, QuorumMode::Strict] {
+            let byte = level_to_u8(consistency, quorum);
+            assert_eq!(level_from_u8(byte).unwrap(), (consistency, quorum));
+        }
+    }
+    // 0x80 | 64 would be taken for a strict count of 0.
+    assert!(level_from_u8(0xC0).is_err());
+    assert!(level_from_u8(0x44).is_err());
+    // Reads always count only the preference list: GET refuses the bit.
+    let error = decode_body(opcode::GET, &[0x42, 0x01, 0x00, b'k']).unwrap_err();
+    assert_eq!(error.status, Status::BadRequest);
 }
 
 #[test]
@@ -166,13 +208,13 @@ fn consistency_bytes_are_the_documented_ones() {
         (0x02, Consistency::Quorum),
         (0x03, Consistency::All),
         (0x81, Consistency::Count(1)),
-        (0xFF, Consistency::Count(127)),
+        (0xBF, Consistency::Count(63)),
     ];
     for (byte, consistency) in cases {
         assert_eq!(Consistency::from_u8(byte), Ok(consistency));
         assert_eq!(consistency.to_u8(), byte);
     }
-    for reserved in [0x04, 0x7F, 0x80] {
+    for reserved in [0x04, 0x3F, 0x40, 0x7F, 0x80, 0xC1, 0xFF] {
         assert_eq!(
             Consistency::from_u8(reserved).unwrap_err().status,
             Status::BadRequest
@@ -303,6 +345,7 @@ fn decoded_fields_are_zero_copy_slices_of_the_body() {
     let mut buf = Vec::new();
     let request = Request::Put {
         consistency: Consistency::Default,
+        quorum: QuorumMode::Sloppy,
         key: "key".into(),
         context: "ctx".into(),
         value: "value".into(),
@@ -353,6 +396,7 @@ fn validate_matches_the_decoder_limits() {
     );
     let big_context = Request::Delete {
         consistency: Consistency::One,
+        quorum: QuorumMode::Sloppy,
         key: "k".into(),
         context: vec![0; 4097].into(),
     };
@@ -363,7 +407,7 @@ fn validate_matches_the_decoder_limits() {
 }
 
 #[test]
-#[should_panic(expected = "replica count 0 is not in 1..=127")]
+#[should_panic(expected = "replica count 0 is not in 1..=63")]
 fn encoding_count_zero_panics() {
     let request = Request::Get {
         consistency: Consistency::Count(0),

@@ -43,7 +43,9 @@ pub use frame::{
     FrameError, FrameHeader, Limits, CONTEXT_BYTES_MAX, FRAME_OVERHEAD_BYTES, HEADER_LEN,
     KEY_BYTES_MAX_DEFAULT, MAGIC, VALUE_BYTES_MAX_DEFAULT, VERSION,
 };
-pub use message::{decode_request, encode_request, Consistency, Request};
+pub use message::{
+    decode_request, encode_request, level_from_u8, level_to_u8, Consistency, QuorumMode, Request,
+};
 pub use response::{
     decode_response, encode_error_response, encode_get_response, encode_response,
     encode_written_response, Response, ResponseBody, WireValue,
@@ -72,6 +74,13 @@ pub mod opcode {
     pub const MEMBERS: u8 = 0x22;
     /// How much data the node stores (for `ringkv status`).
     pub const NODE_STATUS: u8 = 0x23;
+    /// Internal: keep a version set as a hint for another node (sloppy quorum's
+    /// stand-in), to hand over when that node is Up.
+    pub const HINT_WRITE: u8 = 0x24;
+    /// How the node sees the cluster: status, phi and pending hints per member.
+    pub const CLUSTER_STATUS: u8 = 0x25;
+    /// Fault injection: drop or delay this node's internal traffic to chosen peers.
+    pub const FAULT: u8 = 0x26;
     /// Set in every response opcode, so a response can never be taken for a request.
     pub const RESPONSE_BIT: u8 = 0x80;
     /// Opcode of the error frame sent when a header could not be parsed at all
@@ -95,6 +104,9 @@ pub mod opcode {
                 | REPLICA_READ
                 | MEMBERS
                 | NODE_STATUS
+                | HINT_WRITE
+                | CLUSTER_STATUS
+                | FAULT
         )
     }
 }

@@ -80,6 +80,8 @@ pub enum ResponseBody {
     Members { table: Bytes },
     /// NODE_STATUS with Ok.
     NodeStatus { data_bytes: u64 },
+    /// CLUSTER_STATUS with Ok: the node's view (`membership::ClusterView`, postcard).
+    ClusterStatus { view: Bytes },
 }
 
 /// One sibling value of a GET answer.
@@ -100,6 +102,7 @@ enum PayloadKind {
     Versions,
     Members,
     NodeStatus,
+    ClusterStatus,
 }
 
 /// The payload kind for an answer to `request_opcode` with `status`; `Err` when no
@@ -109,10 +112,13 @@ fn payload_kind(request_opcode: u8, status: Status) -> Result<PayloadKind, Strin
         (opcode::GET, Status::Ok | Status::NotFound) => Ok(PayloadKind::Get),
         (opcode::PUT | opcode::DELETE, Status::Ok) => Ok(PayloadKind::Written),
         (opcode::SHARD_MAP, Status::Ok) => Ok(PayloadKind::ShardMap),
-        (opcode::PING | opcode::REPLICA_WRITE, Status::Ok) => Ok(PayloadKind::Empty),
+        (opcode::PING | opcode::REPLICA_WRITE | opcode::HINT_WRITE | opcode::FAULT, Status::Ok) => {
+            Ok(PayloadKind::Empty)
+        }
         (opcode::REPLICA_READ, Status::Ok) => Ok(PayloadKind::Versions),
         (opcode::MEMBERS, Status::Ok) => Ok(PayloadKind::Members),
         (opcode::NODE_STATUS, Status::Ok) => Ok(PayloadKind::NodeStatus),
+        (opcode::CLUSTER_STATUS, Status::Ok) => Ok(PayloadKind::ClusterStatus),
         (other, Status::Ok) => Err(format!("status Ok answering unknown opcode 0x{other:02x}")),
         _ => Ok(PayloadKind::Empty),
     }
@@ -128,6 +134,7 @@ impl ResponseBody {
             ResponseBody::Versions { .. } => PayloadKind::Versions,
             ResponseBody::Members { .. } => PayloadKind::Members,
             ResponseBody::NodeStatus { .. } => PayloadKind::NodeStatus,
+            ResponseBody::ClusterStatus { .. } => PayloadKind::ClusterStatus,
         }
     }
 }
@@ -210,6 +217,7 @@ pub fn encode_response(
         ResponseBody::Versions { versions } => put_bytes_u32(buf, versions, "version set"),
         ResponseBody::Members { table } => put_bytes_u32(buf, table, "member table"),
         ResponseBody::NodeStatus { data_bytes } => put_u64(buf, *data_bytes),
+        ResponseBody::ClusterStatus { view } => put_bytes_u32(buf, view, "cluster view"),
     }
     finish_frame(start, buf);
 }
@@ -302,9 +310,15 @@ pub fn decode_response(
             data_bytes: reader.u64("data_bytes")?,
         },
         PayloadKind::Members => {
-            let len = reader.u32("table_len")? as usize;
+            let len = reader.u32("exchange_len")? as usize;
             ResponseBody::Members {
-                table: reader.bytes(len, "member table")?,
+                table: reader.bytes(len, "gossip exchange")?,
+            }
+        }
+        PayloadKind::ClusterStatus => {
+            let len = reader.u32("view_len")? as usize;
+            ResponseBody::ClusterStatus {
+                view: reader.bytes(len, "cluster view")?,
             }
         }
     };

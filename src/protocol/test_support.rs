@@ -5,8 +5,8 @@ use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
 
 use super::{
-    opcode, Consistency, FrameHeader, Request, Response, ResponseBody, ShardMap, Status, WireValue,
-    CONTEXT_BYTES_MAX, HEADER_LEN,
+    opcode, Consistency, FrameHeader, QuorumMode, Request, Response, ResponseBody, ShardMap,
+    Status, WireValue, CONTEXT_BYTES_MAX, HEADER_LEN,
 };
 
 /// Splits one whole encoded frame into its decoded header and its body.
@@ -29,6 +29,10 @@ fn bytes_with_edge(range: std::ops::Range<usize>, edge: usize) -> impl Strategy<
         1 => vec(any::<u8>(), edge..=edge),
     ]
     .prop_map(Bytes::from)
+}
+
+pub(crate) fn arb_quorum() -> impl Strategy<Value = QuorumMode> {
+    prop_oneof![Just(QuorumMode::Sloppy), Just(QuorumMode::Strict)]
 }
 
 pub(crate) fn arb_consistency() -> impl Strategy<Value = Consistency> {
@@ -59,21 +63,37 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
         Just(Request::ShardMap),
         (arb_consistency(), arb_key())
             .prop_map(|(consistency, key)| Request::Get { consistency, key }),
-        (arb_consistency(), arb_key(), arb_context(), arb_value()).prop_map(
-            |(consistency, key, context, value)| Request::Put {
+        (
+            arb_consistency(),
+            arb_quorum(),
+            arb_key(),
+            arb_context(),
+            arb_value()
+        )
+            .prop_map(|(consistency, quorum, key, context, value)| Request::Put {
                 consistency,
+                quorum,
                 key,
                 context,
                 value
-            }
-        ),
-        (arb_consistency(), arb_key(), arb_context()).prop_map(|(consistency, key, context)| {
-            Request::Delete {
+            }),
+        (arb_consistency(), arb_quorum(), arb_key(), arb_context()).prop_map(
+            |(consistency, quorum, key, context)| Request::Delete {
                 consistency,
+                quorum,
                 key,
                 context,
             }
+        ),
+        (any::<u64>(), arb_key(), arb_value()).prop_map(|(target, key, versions)| {
+            Request::HintWrite {
+                target,
+                key,
+                versions,
+            }
         }),
+        Just(Request::ClusterStatus),
+        arb_value().prop_map(|spec| Request::Fault { spec }),
         (arb_key(), arb_value())
             .prop_map(|(key, versions)| Request::ReplicaWrite { key, versions }),
         arb_key().prop_map(|key| Request::ReplicaRead { key }),
@@ -167,6 +187,12 @@ pub(crate) fn arb_response() -> impl Strategy<Value = (u8, Response)> {
             (
                 opcode::MEMBERS,
                 ok(message, ResponseBody::Members { table }),
+            )
+        }),
+        (arb_message(), arb_value()).prop_map(move |(message, view)| {
+            (
+                opcode::CLUSTER_STATUS,
+                ok(message, ResponseBody::ClusterStatus { view }),
             )
         }),
         (arb_message(), any::<u64>()).prop_map(move |(message, data_bytes)| {

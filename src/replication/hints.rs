@@ -13,7 +13,8 @@
 //!
 //! Replay takes a target's hints oldest first, a bounded number of bytes per batch (the
 //! caller paces the batches); a hint leaves the book only when the target acknowledged
-//! it. The durable hint log that holds the hints' bytes is the "do" half (not built yet).
+//! it. The durable hint log that holds the hints' bytes is `crate::storage::hint_log`; the
+//! server's `handoff` module runs both.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -160,6 +161,13 @@ impl HintBook {
     /// Bytes of hints kept.
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Bytes of the hints kept for `target`.
+    pub fn bytes_for(&self, target: NodeId) -> u64 {
+        self.targets
+            .get(&target)
+            .map_or(0, |queue| queue.iter().map(|e| e.bytes).sum())
     }
 
     /// Hints kept for `target`.

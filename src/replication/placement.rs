@@ -15,15 +15,7 @@
 
 use crate::ring::cluster::{NodeId, Replica};
 
-/// Which replicas a write's acknowledgements may come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum QuorumMode {
-    /// Preferred replicas, and stand-ins for the Down ones.
-    #[default]
-    Sloppy,
-    /// Preferred replicas only.
-    Strict,
-}
+pub use crate::protocol::QuorumMode;
 
 /// One replica a write is sent to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +125,7 @@ pub fn owed_hints(
             let stood_in = targets
                 .iter()
                 .any(|t| t.hint_for == Some(node) && acked(t.replica.node_id));
-            !(direct && acked(node)) && !stood_in
+            !(stood_in || direct && acked(node))
         })
         .collect()
 }
@@ -219,7 +211,14 @@ mod tests {
             }
         );
         // A stand-in the client wrote to coordinates (and keeps the hint itself).
-        match plan_write(7, &preferred, &fallbacks, up(&[1, 3, 5]), QuorumMode::Sloppy, 2) {
+        match plan_write(
+            7,
+            &preferred,
+            &fallbacks,
+            up(&[1, 3, 5]),
+            QuorumMode::Sloppy,
+            2,
+        ) {
             WritePlan::Coordinate { targets } => {
                 assert_eq!(targets[0].replica.node_id, 7);
                 assert_eq!(targets[0].hint_for, Some(1));
@@ -228,11 +227,25 @@ mod tests {
         }
         // The node itself is always Up in its own eyes, even if it thinks it is not.
         assert!(matches!(
-            plan_write(1, &preferred, &fallbacks, up(&[1, 3]), QuorumMode::Strict, 2),
+            plan_write(
+                1,
+                &preferred,
+                &fallbacks,
+                up(&[1, 3]),
+                QuorumMode::Strict,
+                2
+            ),
             WritePlan::Coordinate { .. }
         ));
         assert_eq!(
-            plan_write(1, &preferred, &fallbacks, up(&[3, 5]), QuorumMode::Strict, 2),
+            plan_write(
+                1,
+                &preferred,
+                &fallbacks,
+                up(&[3, 5]),
+                QuorumMode::Strict,
+                2
+            ),
             WritePlan::Unavailable {
                 reachable: 1,
                 needed: 2

@@ -47,7 +47,9 @@ pub fn fetch_table(host: &str, port: u16, timeout: Duration) -> Result<MemberTab
         })
         .map_err(|e| e.to_string())?;
     match (response.status, response.body) {
-        (Status::Ok, ResponseBody::Members { table }) => MemberTable::decode(&table),
+        (Status::Ok, ResponseBody::Members { table }) => {
+            crate::membership::Exchange::decode(&table).map(|exchange| exchange.table)
+        }
         (status, _) => Err(format!("answered {status:?}: {}", response.message)),
     }
 }

@@ -43,6 +43,15 @@ pub enum ShardMsg {
     Tick,
     /// The control plane's new view of the cluster: route with it from now on.
     Snapshot(Arc<Snapshot>),
+    /// The failure detector's new verdicts: place writes with them from now on.
+    Health(Arc<crate::membership::Health>),
+    /// The faults now in force on this node (`ringkv admin fault`).
+    Faults(crate::server::faults::Faults),
+    /// To shard 0: shard `shard`'s hints.
+    Hints {
+        shard: usize,
+        report: crate::server::control::HintReport,
+    },
     /// Stop serving, make the commit log durable, and end the executor.
     Shutdown,
 }

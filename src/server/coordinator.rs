@@ -19,12 +19,15 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::membership::Snapshot;
+use crate::protocol::QuorumMode;
 use crate::protocol::{
     encode_error_response, encode_response, Request, Response, ResponseBody, Status,
 };
+use crate::replication::placement::{owed_hints, plan_write, WritePlan};
 use crate::replication::quorum::{Progress, ReadQuorum, WriteQuorum};
 use crate::replication::{needed, Consistency};
 use crate::ring::cluster::{NodeId, Replica};
+use crate::ring::token as token_of;
 use crate::version::{now_us, Context, Pruning, Supersedes, VersionSet};
 
 use super::dispatch::encode_versions;
@@ -93,7 +96,11 @@ fn address(shard: &Shard, replica: &Replica) -> Option<(String, u16)> {
 }
 
 /// Sends `request` to a replica's owning shard.
-async fn send(shard: &Shard, replica: &Replica, request: &Request) -> Result<Response, String> {
+pub(super) async fn send(
+    shard: &Shard,
+    replica: &Replica,
+    request: &Request,
+) -> Result<Response, String> {
     let Some((host, port)) = address(shard, replica) else {
         return Err(format!(
             "node {:016x} is not in the member table",
@@ -102,7 +109,13 @@ async fn send(shard: &Shard, replica: &Replica, request: &Request) -> Result<Res
     };
     shard
         .net
-        .request(&host, port, request, shard.replica_timeout)
+        .request(
+            Some(replica.node_id),
+            &host,
+            port,
+            request,
+            shard.replica_timeout,
+        )
         .await
 }
 
@@ -241,33 +254,65 @@ pub async fn write(
 }
 
 /// [`write`] for a front end that wants the outcome rather than a frame (RESP).
+///
+/// Where the write goes is [`plan_write`]'s decision over the failure detector's view:
+/// the Up preferred replicas and, under sloppy quorum, a stand-in for each Down one.
+/// This node coordinates if it is one of those targets, else it forwards the request
+/// to them in order.
 pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
-    let (key, context, value, consistency) = match request {
+    let (key, context, value, consistency, mode) = match request {
         Request::Put {
             key,
             context,
             value,
             consistency,
+            quorum,
         } => (
             key.clone(),
             context.clone(),
             Some(value.clone()),
             *consistency,
+            *quorum,
         ),
         Request::Delete {
             key,
             context,
             consistency,
-        } => (key.clone(), context.clone(), None, *consistency),
+            quorum,
+        } => (key.clone(), context.clone(), None, *consistency, *quorum),
         _ => unreachable!("only PUT and DELETE are writes"),
     };
-    let (replicas, w) = match plan(shard, &key, consistency) {
+    let (preferred, w) = match plan(shard, &key, consistency) {
         Ok(plan) => plan,
         Err(message) => return Written::Answer(Response::error(Status::Unavailable, message)),
     };
-    if !replicas.iter().any(|r| r.node_id == shard.node_id) {
-        return Written::Answer(forward_to_a_replica(shard, request, &replicas).await);
-    }
+    let health = shard.health();
+    // Stand-ins are looked for only when a preferred replica is Down.
+    let fallbacks =
+        if mode == QuorumMode::Sloppy && !preferred.iter().all(|r| health.is_up(r.node_id)) {
+            shard.snapshot().ring.fallbacks(token_of(&key))
+        } else {
+            Vec::new()
+        };
+    let is_up = |node| health.is_up(node);
+    let targets = match plan_write(shard.node_id, &preferred, &fallbacks, is_up, mode, w) {
+        WritePlan::Coordinate { targets } => targets,
+        WritePlan::Forward { to } => {
+            return Written::Answer(forward_to_a_replica(shard, request, &to).await)
+        }
+        WritePlan::Unavailable { reachable, needed } => {
+            let message = format!(
+                "{needed} acknowledgements needed but only {reachable} of the key's replicas \
+                 are Up{}",
+                if mode == QuorumMode::Strict {
+                    " (strict quorum: stand-ins do not count)"
+                } else {
+                    ""
+                }
+            );
+            return Written::Answer(Response::error(Status::Unavailable, message));
+        }
+    };
     let supersedes = match Supersedes::decode(&context) {
         Ok(context) => context,
         Err(e) => {
@@ -275,8 +320,13 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
             return Written::Answer(Response::error(Status::BadRequest, message));
         }
     };
-    let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
-    let alone = replicas.len() == 1;
+    let ids: Vec<NodeId> = preferred.iter().map(|r| r.node_id).collect();
+    let stands_in_for = targets
+        .iter()
+        .find(|t| t.replica.node_id == shard.node_id)
+        .and_then(|t| t.hint_for);
+    // A key this node alone replicates, all Up, needs no channel and no encoded set.
+    let alone = targets.len() == 1 && preferred.len() == 1 && stands_in_for.is_none();
     let rule = pruning(&ids, shard.prune_clocks_after);
     // What the client gets (the context) and the other replicas (the set, encoded):
     // the entries the ring still needs.
@@ -304,40 +354,68 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
             return Written::Answer(Response::error(e.status(), message));
         }
     };
-    let mut quorum = WriteQuorum::new(&ids, w);
-    quorum.record(shard.node_id, Ok(()));
-    let others = replicas
-        .iter()
-        .copied()
-        .filter(|r| r.node_id != shard.node_id);
-    // A key this node alone replicates needs no channel and no encoded set.
-    if let Some(encoded) = encoded {
-        let (tx, rx) = flume::unbounded::<(NodeId, Result<(), String>)>();
-        for replica in others {
-            let (shard, tx) = (shard.clone(), tx.clone());
-            let request = Request::ReplicaWrite {
-                key: key.clone(),
-                versions: encoded.clone(),
-            };
-            glommio::spawn_local(async move {
-                let result = match send(&shard, &replica, &request).await {
-                    Ok(response) if response.status == Status::Ok => Ok(()),
-                    Ok(response) => Err(format!("{:?}: {}", response.status, response.message)),
-                    Err(e) => Err(e),
-                };
-                let _ = tx.send((replica.node_id, result));
-            })
-            .detach();
-        }
-        drop(tx);
-        while quorum.progress() == Progress::Waiting {
-            let Ok((node, result)) = rx.recv_async().await else {
-                break;
-            };
-            quorum.record(node, result);
+    let Some(encoded) = encoded else {
+        return Written::Stored(context);
+    };
+    // A stand-in coordinating keeps the hint for the replica it stands in for before
+    // its own acknowledgement counts.
+    if let Some(owner) = stands_in_for {
+        let kept = shard
+            .handoff
+            .keep(
+                owner,
+                key.clone(),
+                encoded.clone(),
+                health.down_since_us(owner),
+            )
+            .await;
+        if let Err(e) = kept {
+            return Written::Answer(Response::error(Status::Unavailable, e));
         }
     }
-    if quorum.progress() == Progress::Succeeded {
+    let target_ids: Vec<NodeId> = targets.iter().map(|t| t.replica.node_id).collect();
+    let mut quorum = WriteQuorum::new(&target_ids, w);
+    quorum.record(shard.node_id, Ok(()));
+    let (tx, rx) = flume::unbounded::<(NodeId, Result<(), String>)>();
+    for target in targets
+        .iter()
+        .filter(|t| t.replica.node_id != shard.node_id)
+    {
+        let (shard, tx) = (shard.clone(), tx.clone());
+        let request = match target.hint_for {
+            None => Request::ReplicaWrite {
+                key: key.clone(),
+                versions: encoded.clone(),
+            },
+            Some(owner) => Request::HintWrite {
+                target: owner,
+                key: key.clone(),
+                versions: encoded.clone(),
+            },
+        };
+        let replica = target.replica;
+        glommio::spawn_local(async move {
+            let result = match send(&shard, &replica, &request).await {
+                Ok(response) if response.status == Status::Ok => Ok(()),
+                Ok(response) => Err(format!("{:?}: {}", response.status, response.message)),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send((replica.node_id, result));
+        })
+        .detach();
+    }
+    drop(tx);
+    let mut acked = vec![shard.node_id];
+    while quorum.progress() == Progress::Waiting {
+        let Ok((node, result)) = rx.recv_async().await else {
+            break;
+        };
+        if result.is_ok() {
+            acked.push(node);
+        }
+        quorum.record(node, result);
+    }
+    let outcome = if quorum.progress() == Progress::Succeeded {
         Written::Stored(context)
     } else {
         let message = format!(
@@ -346,10 +424,38 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
             quorum.unavailable()
         );
         Written::Answer(Response::error(Status::Unavailable, message))
-    }
+    };
+    // Once every target answered or timed out: hints for the preferred replicas that
+    // neither took the write nor had a stand-in take it.
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        while let Ok((node, result)) = rx.recv_async().await {
+            if result.is_ok() {
+                acked.push(node);
+            }
+        }
+        let owed = owed_hints(&preferred, &targets, |node| acked.contains(&node));
+        let health = shard.health();
+        for owner in owed {
+            let kept = shard
+                .handoff
+                .keep(
+                    owner,
+                    key.clone(),
+                    encoded.clone(),
+                    health.down_since_us(owner),
+                )
+                .await;
+            if let Err(e) = kept {
+                eprintln!("ringkv: shard {}: no hint for {owner:016x}: {e}", shard.id);
+            }
+        }
+    })
+    .detach();
+    outcome
 }
 
-/// This node is not a replica of the key: the first replica that answers coordinates.
+/// This node is not a target of the write: the first target that answers coordinates.
 async fn forward_to_a_replica(shard: &Shard, request: &Request, replicas: &[Replica]) -> Response {
     let mut failures = Vec::new();
     for replica in replicas {

@@ -34,11 +34,19 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
         | Request::Put { key, .. }
         | Request::Delete { key, .. }
         | Request::ReplicaWrite { key, .. }
+        | Request::HintWrite { key, .. }
         | Request::ReplicaRead { key } => key,
         Request::Ping | Request::ShardMap | Request::NodeStatus => return Route::Here,
-        // The member table lives on shard 0, the control plane.
-        Request::Members { .. } if shard.id == 0 => return Route::Here,
-        Request::Members { .. } => return Route::Shard(0),
+        // The member table, gossip and the faults in force live on shard 0, the
+        // control plane.
+        Request::Members { .. } | Request::ClusterStatus | Request::Fault { .. }
+            if shard.id == 0 =>
+        {
+            return Route::Here
+        }
+        Request::Members { .. } | Request::ClusterStatus | Request::Fault { .. } => {
+            return Route::Shard(0)
+        }
     };
     let owner = *shard.shard_map.owner_of_key(key) as usize;
     if owner == shard.id {
@@ -52,7 +60,11 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
 /// once, in the same poll: nothing can change in between).
 pub fn answers_at_once(shard: &Shard, request: &Request) -> bool {
     match request {
-        Request::Ping | Request::ShardMap | Request::Members { .. } => true,
+        Request::Ping
+        | Request::ShardMap
+        | Request::Members { .. }
+        | Request::ClusterStatus
+        | Request::Fault { .. } => true,
         Request::Get { key, .. } => {
             only_replica_is_here(shard, key) && shard.engine.read_now(key, |_| ()).is_some()
         }
@@ -60,6 +72,7 @@ pub fn answers_at_once(shard: &Shard, request: &Request) -> bool {
         Request::Put { .. }
         | Request::Delete { .. }
         | Request::ReplicaWrite { .. }
+        | Request::HintWrite { .. }
         | Request::NodeStatus => false,
     }
 }
@@ -122,9 +135,35 @@ pub fn answer_at_once(
                 })
                 .expect("answers_at_once said memory answers this read");
         }
+        Request::ClusterStatus => {
+            let control = shard.control.as_ref().expect("routed to shard 0");
+            let body = ResponseBody::ClusterStatus {
+                view: control.view().encode().into(),
+            };
+            encode_response(opcode, request_id, &Response::ok(body), out);
+        }
+        Request::Fault { spec } => match super::faults::FaultChange::decode(spec) {
+            Ok(change) => {
+                let mut faults = shard.net.faults.borrow().clone();
+                faults.apply(&change);
+                eprintln!(
+                    "ringkv: node {:016x} faults now: drop to {:x?}, delay {:?}",
+                    shard.node_id, faults.drop_to, faults.delay
+                );
+                for inbox in &shard.peers {
+                    let _ = inbox.try_send(ShardMsg::Faults(faults.clone()));
+                }
+                *shard.net.faults.borrow_mut() = faults;
+                encode_response(opcode, request_id, &Response::ok(ResponseBody::Empty), out);
+            }
+            Err(message) => {
+                encode_error_response(opcode, request_id, Status::BadRequest, &message, out)
+            }
+        },
         Request::Put { .. }
         | Request::Delete { .. }
         | Request::ReplicaWrite { .. }
+        | Request::HintWrite { .. }
         | Request::NodeStatus => {
             unreachable!("a write or a disk walk is never answered at once")
         }
@@ -177,6 +216,11 @@ pub async fn execute_local(
         Request::ReplicaWrite { key, versions } => {
             replica_write(shard, request_id, &key, &versions, out).await
         }
+        Request::HintWrite {
+            target,
+            key,
+            versions,
+        } => hint_write(shard, request_id, target, key, versions, out).await,
         Request::NodeStatus => {
             // Walking the data dir blocks: off the executor thread.
             let dir = shard.data_dir.clone();
@@ -252,7 +296,7 @@ fn decode_own_frame(frame: Vec<u8>, opcode: u8) -> Response {
 }
 
 /// Bytes of every file under `dir` (unreadable entries count 0).
-fn dir_bytes(dir: &std::path::Path) -> u64 {
+pub(super) fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -338,6 +382,33 @@ async fn replica_write(
             let message = format!("shard {}: {e}", shard.id);
             encode_error_response(op, request_id, e.status(), &message, out);
         }
+    }
+}
+
+/// HINT_WRITE: this shard stands in for `target` (sloppy quorum). The set is checked
+/// as a replica would check it, then kept in the hint log; the answer, which counts
+/// toward the coordinator's W, waits for the log's fdatasync.
+async fn hint_write(
+    shard: &Shard,
+    request_id: u32,
+    target: u64,
+    key: Bytes,
+    encoded: Bytes,
+    out: &mut Vec<u8>,
+) {
+    let op = crate::protocol::opcode::HINT_WRITE;
+    match VersionSet::decode(&encoded) {
+        Ok((_, used)) if used == encoded.len() => {}
+        Ok(_) | Err(_) => {
+            let message = "the hinted version set does not decode whole";
+            encode_error_response(op, request_id, Status::BadRequest, message, out);
+            return;
+        }
+    }
+    let down_since = shard.health().down_since_us(target);
+    match shard.handoff.keep(target, key, encoded, down_since).await {
+        Ok(()) => encode_response(op, request_id, &Response::ok(ResponseBody::Empty), out),
+        Err(message) => encode_error_response(op, request_id, Status::Unavailable, &message, out),
     }
 }
 

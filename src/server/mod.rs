@@ -12,6 +12,8 @@ pub mod connection;
 pub mod control;
 pub mod coordinator;
 pub mod dispatch;
+pub mod faults;
+pub mod handoff;
 pub mod peers;
 pub mod resp;
 
@@ -27,7 +29,7 @@ use glommio::{Latency, Shares};
 
 use crate::config::ServerConfig;
 use crate::error::StartupError;
-use crate::membership::Snapshot;
+use crate::membership::{Health, Snapshot};
 use crate::protocol::{Consistency, Limits};
 use crate::ring::ShardMap;
 use crate::runtime::watchdog::Liveness;
@@ -55,6 +57,10 @@ pub struct Shard {
     /// publishes a new one.
     /// Shared with the engine's clock pruning rule (same thread).
     snapshot: Rc<RefCell<Arc<Snapshot>>>,
+    /// What the failure detector holds of the other nodes (from the control plane).
+    health: RefCell<Arc<Health>>,
+    /// This shard's hints for other nodes, and their replay.
+    pub handoff: handoff::Handoff,
     /// Connections to other nodes' shards.
     pub net: peers::Peers,
     /// The control plane, on shard 0 only.
@@ -73,6 +79,11 @@ impl Shard {
     /// The current cluster snapshot (cheap: an `Arc` clone).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// The failure detector's current verdicts (cheap: an `Arc` clone).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.borrow().clone()
     }
 }
 
@@ -104,6 +115,16 @@ pub async fn run_shard(setup: ShardSetup) {
             return;
         }
     };
+    let hints_dir = engine_config(&config, id, meta.node_id).dir.join("hints");
+    let handoff = match handoff::Handoff::open(hints_dir, config.handoff()).await {
+        Ok(handoff) => handoff,
+        Err(e) => {
+            let _ = ready.send(Err(StartupError::Environment(format!(
+                "shard {id}: opening the hint log: {e}"
+            ))));
+            return;
+        }
+    };
     let snapshot = Rc::new(RefCell::new(snapshot));
     let prune_clocks_after = Duration::from_secs(config.prune_clocks_after_secs);
     engine.set_clock_pruning(coordinator::clock_pruning(
@@ -121,6 +142,8 @@ pub async fn run_shard(setup: ShardSetup) {
         permits: Rc::new(Semaphore::new(config.shard_requests_max as u64)),
         connection_requests_max: config.connection_requests_max,
         snapshot: snapshot.clone(),
+        health: RefCell::default(),
+        handoff,
         net: peers::Peers::default(),
         control: control.map(|joined| {
             control::Control::new(
@@ -171,6 +194,13 @@ pub async fn run_shard(setup: ShardSetup) {
             if shard.control.is_some() {
                 glommio::spawn_local(control::run(shard.clone())).detach();
             }
+            let replay = glommio::executor().create_task_queue(
+                Shares::Static(100),
+                Latency::NotImportant,
+                "hint replay",
+            );
+            let _ = glommio::spawn_local_into(handoff::replay(shard.clone()), replay)
+                .map(|task| task.detach());
         })
         .detach();
     }
@@ -261,6 +291,16 @@ async fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<ShardMsg>, livene
             }
             ShardMsg::Tick => liveness.tick(),
             ShardMsg::Snapshot(snapshot) => *shard.snapshot.borrow_mut() = snapshot,
+            ShardMsg::Health(health) => *shard.health.borrow_mut() = health,
+            ShardMsg::Faults(faults) => *shard.net.faults.borrow_mut() = faults,
+            ShardMsg::Hints {
+                shard: from,
+                report,
+            } => {
+                if let Some(control) = &shard.control {
+                    control.hint_report(from, report);
+                }
+            }
             ShardMsg::Shutdown => return,
         }
     }

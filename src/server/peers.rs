@@ -1,7 +1,8 @@
 //! Connections from this shard to other nodes' shards: one pipelined connection per
 //! address, opened on first use, dropped when it fails (the next request reconnects).
 //! Every request has a deadline; a peer that does not answer in time counts as failed
-//! for that request only.
+//! for that request only. Injected faults ([`super::faults`]) are applied here, to every
+//! internal request this shard sends.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,24 +11,41 @@ use std::time::Duration;
 use ahash::AHashMap;
 use futures_lite::FutureExt;
 
+use super::faults::{Fate, Faults};
 use crate::client::Connection;
 use crate::protocol::{Request, Response};
+use crate::ring::cluster::NodeId;
 
 #[derive(Default)]
 pub struct Peers {
     connections: RefCell<AHashMap<(String, u16), Rc<Connection>>>,
+    /// The faults in force on this node (`ringkv admin fault`).
+    pub faults: RefCell<Faults>,
 }
 
 impl Peers {
-    /// Sends `request` to `host:port` and waits at most `timeout` for the answer
-    /// (connecting included). Errors are strings for the client's `Unavailable` message.
+    /// Sends `request` to node `to` (`None`: known by address only, a seed) at
+    /// `host:port` and waits at most `timeout` for the answer (connecting included).
+    /// Errors are strings for the client's `Unavailable` message.
     pub async fn request(
         &self,
+        to: Option<NodeId>,
         host: &str,
         port: u16,
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, String> {
+        let fate = self.faults.borrow().fate(to);
+        match fate {
+            Fate::Send => {}
+            Fate::Drop => {
+                glommio::timer::sleep(timeout).await;
+                return Err(format!(
+                    "{host}:{port}: no answer in {timeout:?} (dropped by fault injection)"
+                ));
+            }
+            Fate::DelayThenSend(delay) => glommio::timer::sleep(delay).await,
+        }
         let key = (host.to_string(), port);
         let existing = self.connections.borrow().get(&key).cloned();
         let connection = match existing {

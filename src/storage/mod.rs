@@ -10,6 +10,7 @@ pub mod commitlog;
 pub mod compaction;
 mod direct;
 pub mod engine;
+pub mod hint_log;
 pub mod keylock;
 pub mod manifest;
 pub mod memtable;

@@ -28,7 +28,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::protocol::resp::Reply;
-use crate::protocol::{Consistency, Request, Response, ResponseBody, Status};
+use crate::protocol::{Consistency, QuorumMode, Request, Response, ResponseBody, Status};
 use crate::version::CONTEXT_OVERWRITE;
 
 use super::super::coordinator::Written;
@@ -209,6 +209,7 @@ async fn exists(shard: Rc<Shard>, key: Bytes) -> Result<bool, Reply> {
 async fn set(shard: Rc<Shard>, (key, value): (Bytes, Bytes)) -> Result<(), Reply> {
     let request = Request::Put {
         consistency: Consistency::Default,
+        quorum: QuorumMode::Sloppy,
         key,
         context: Bytes::from_static(&[CONTEXT_OVERWRITE]),
         value,
@@ -224,6 +225,7 @@ async fn delete(shard: Rc<Shard>, key: Bytes) -> Result<bool, Reply> {
     }
     let request = Request::Delete {
         consistency: Consistency::Default,
+        quorum: QuorumMode::Sloppy,
         key,
         context: read.context,
     };
