@@ -8,10 +8,11 @@
 //! - [`ring`]      token hash (xxh3), token → owner lookup, shard token allocation; the
 //!   cluster ring (preference lists over distinct nodes, racks and DCs) and balanced
 //!   token allocation for a joining node
-//! - [`membership`] the member table (static: seeds, push-pull exchange), its encoding,
-//!   the ring snapshot every shard routes with, and the failure detector
-//!   ([`membership::detector`]: phi-accrual suspicion, Down only when a second source
-//!   confirms; decide-only, driven by the caller's clock)
+//! - [`membership`] the member table, the gossip exchange that carries it with every
+//!   heartbeat and load ([`membership::gossip`]), the ring snapshot every shard routes
+//!   with, and the failure detector ([`membership::detector`]: phi-accrual suspicion,
+//!   Down only when a second source confirms); decide-only, driven by the caller's
+//!   clock: the server's control plane and the simulator run them
 //! - [`sim`]       the deterministic simulator: nodes of the real gossip and failure
 //!   detector over a seeded, simulated network and clock (drops, delays, partitions,
 //!   crashes, restarts); a seed replays exactly
@@ -25,12 +26,16 @@
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md);
 //!   [`protocol::resp`], the Redis protocol's command parser and RESP2/3 replies
 //! - [`storage`]   per-shard LSM engine: direct-I/O commit log, memtables, SSTables,
-//!   manifest, block cache, size-tiered compaction; node metadata
+//!   manifest, block cache, size-tiered compaction; node metadata; the durable hint
+//!   log ([`storage::hint_log`])
 //! - [`runtime`]   start-up checks, one executor per shard (pinned, polling before it
 //!   sleeps), cross-shard messages, outbox, socket reads/writes (readiness through one
 //!   epoll instance per executor, not an io_uring poll per read), and the watchdog that
 //!   wakes an executor glommio left asleep
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner);
+//!   the coordinator, the control plane (gossip, failure detector), hinted handoff
+//!   ([`server::handoff`]: hints kept and replayed), fault injection
+//!   ([`server::faults`]);
 //!   [`server::resp`], the Redis front end (`--resp-port`, docs/resp.md) whose GET, SET and
 //!   DEL run through the same dispatch and coordinator
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one

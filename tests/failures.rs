@@ -171,7 +171,8 @@ fn a_killed_node_is_marked_down_quorum_writes_go_on_and_hints_fill_it_after_rest
         .unwrap_or_else(|| panic!("{status}"));
     assert!(row.contains(" Down "), "{status}");
     cluster.nodes[2].restart();
-    let replay = wait_for("the hints are delivered", Duration::from_secs(60), || {
+    // docs/cluster.md states this bound.
+    let replay = wait_for("the hints are delivered", Duration::from_secs(20), || {
         hints_for(&cluster, &[0, 1], victim) == 0
     });
     eprintln!(

@@ -281,12 +281,15 @@ async fn deliver(shard: &Shard, target: NodeId, at: Location) -> Result<(), Unde
     }
 }
 
-/// Tells the control plane (shard 0) what this shard's hints are.
+/// Tells the control plane (shard 0) what this shard's hints are; if its inbox is
+/// full, the next tick tries again.
 fn report(shard: &Shard) {
     let report = shard.handoff.report();
     let message = ShardMsg::Hints {
         shard: shard.id,
         report,
     };
-    let _ = shard.peers[0].try_send(message);
+    if shard.peers[0].try_send(message).is_err() {
+        shard.handoff.changed.set(true);
+    }
 }
