@@ -372,6 +372,10 @@ impl HintLog {
             segment_bytes_max >= SEGMENT_BYTES_MIN,
             "segment_bytes_max {segment_bytes_max} is below {SEGMENT_BYTES_MIN}"
         );
+        // glommio 0.9 opens directories with `openat(-1, path)`, which fails (EBADF) on
+        // a relative path: every path this log uses is absolute. (The default data dir,
+        // `./ringkv-data`, is relative.)
+        let dir = std::path::absolute(&dir).map_err(|e| HintLogError::io("resolve", &dir, e))?;
         // Blocking std::fs, acceptable because this runs once at start-up, before serving.
         std::fs::create_dir_all(&dir).map_err(|e| HintLogError::io("create directory", &dir, e))?;
         let ids = list_ids(&dir).map_err(|e| HintLogError::io("list directory", &dir, e))?;
@@ -1320,6 +1324,25 @@ mod tests {
         });
         assert_eq!(read, [first, second].concat());
         assert_eq!(disk, on_disk);
+    }
+
+    #[test]
+    fn a_relative_directory_works_like_an_absolute_one() {
+        // The default data dir is relative; glommio's directory sync is not, by itself.
+        let absolute = temp_dir();
+        let here = std::env::current_dir().unwrap();
+        let relative = absolute
+            .path()
+            .strip_prefix(&here)
+            .expect("test dirs are under the crate's target dir")
+            .to_path_buf();
+        let at = write(&relative, SEG, hints(40, |_| 100));
+        assert!(
+            at.last().unwrap().segment() > 1,
+            "new segments were created"
+        );
+        let recovered = reopen(&relative, SEG);
+        assert_eq!(recovered.hints.len(), 40);
     }
 
     #[test]
