@@ -39,6 +39,9 @@ port_of() { echo $((base + 10 * $1)); }
 start_node() { # index (0-based)
   local i="$1" seeds=()
   [ "$i" -gt 0 ] && seeds=(--seeds "127.0.0.1:$(port_of 0)")
+  if "$bin" ping --port "$(port_of "$i")" >/dev/null 2>&1; then
+    echo "something already answers on port $(port_of "$i") (a leftover node?)"; exit 1
+  fi
   "$bin" server --port "$(port_of "$i")" --shards 1 --no-pin --data-dir "$data/node$i" \
     --sync batch "${seeds[@]}" >>"$data/node$i.log" 2>&1 &
   pids[$i]=$!
@@ -65,6 +68,9 @@ bench() { # title
   echo
 }
 
+# Everything below goes to the terminal and to $out; no subshell, so that the exit trap
+# knows every node's pid (the restarted one included).
+exec > >(tee "$out") 2>&1
 {
   echo "# ringkv failover, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
@@ -73,30 +79,28 @@ bench() { # title
   echo "commit: $(git rev-parse --short HEAD)$([ -n "$(git status --porcelain -- src Cargo.toml)" ] && echo ' (plus uncommitted changes)')"
   echo "nodes: $bin server --port P --shards 1 --no-pin --sync batch [--seeds 127.0.0.1:$(port_of 0)], P = $(port_of 0), $(port_of 1), $(port_of 2)"
   echo
-} | tee "$out"
+}
 
 for i in 0 1 2; do start_node "$i"; done
 sleep 5 # every node knows every other, a few heartbeats each
 victim="$("$bin" status --port "$(port_of 2)" | sed -n 's/.*as node \([0-9a-f]*\) .*/\1/p')"
 "$bin" bench --port "$(port_of 0)" --records 100000 --value-size 100 --connections 50 --prefill \
   --ops 1 --consistency all >/dev/null
-{
-  bench "all up"
-  kill -9 "${pids[2]}"
-  pids[2]=0
-  killed="$(now)"
-  until row 0 "$victim" | grep -q " Down " && row 1 "$victim" | grep -q " Down "; do sleep 0.05; done
-  echo "### node 3 killed: Down on nodes 1 and 2 after $(since "$killed") s"
-  echo
-  bench "1 of 3 down"
-  hints=$(($(row 0 "$victim" | awk '{print $(NF-2)}') + $(row 1 "$victim" | awk '{print $(NF-2)}')))
-  start_node 2
-  restarted="$(now)"
-  until [ "$(row 0 "$victim" | awk '{print $(NF-2)}')" = 0 ] && [ "$(row 1 "$victim" | awk '{print $(NF-2)}')" = 0 ]; do
-    sleep 0.05
-  done
-  echo "### node 3 restarted: $hints hints handed over $(since "$restarted") s after it answered"
-  echo
-  "$bin" status --port "$(port_of 0)"
-} 2>&1 | tee -a "$out"
+bench "all up"
+kill -9 "${pids[2]}"
+pids[2]=0
+killed="$(now)"
+until row 0 "$victim" | grep -q " Down " && row 1 "$victim" | grep -q " Down "; do sleep 0.05; done
+echo "### node 3 killed: Down on nodes 1 and 2 after $(since "$killed") s"
+echo
+bench "1 of 3 down"
+hints=$(($(row 0 "$victim" | awk '{print $(NF-2)}') + $(row 1 "$victim" | awk '{print $(NF-2)}')))
+start_node 2
+restarted="$(now)"
+until [ "$(row 0 "$victim" | awk '{print $(NF-2)}')" = 0 ] && [ "$(row 1 "$victim" | awk '{print $(NF-2)}')" = 0 ]; do
+  sleep 0.05
+done
+echo "### node 3 restarted: $hints hints handed over $(since "$restarted") s after it answered"
+echo
+"$bin" status --port "$(port_of 0)"
 echo "results in $out"
