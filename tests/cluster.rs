@@ -262,6 +262,11 @@ fn under_lww_blind_writes_from_every_node_leave_one_value_everywhere() {
 #[test]
 fn a_restarted_node_remembers_the_members_it_knew() {
     let mut cluster = Cluster::start("cluster-members", 3);
+    // The table is kept in DATA/members in the background once it changes.
+    let dir = cluster.nodes[0].data_dir.clone();
+    wait_until("node 0 keeps the table of 3", || {
+        ringkv::storage::node_members::load(&dir).len() == 3
+    });
     for node in &mut cluster.nodes {
         node.kill9();
     }

@@ -82,6 +82,7 @@ pub async fn run_thread(options: BenchOptions, plan: ThreadPlan) -> Result<Threa
         chooser: RefCell::new(plan.chooser),
         inserts_issued: Cell::new(0),
         inserts_acked: Cell::new(0),
+        acked_ahead: RefCell::default(),
         contexts: RefCell::new(ahash::AHashMap::new()),
         keep_contexts: options.target.has_contexts(),
         stats: RefCell::new(Stats::default()),
@@ -165,7 +166,12 @@ struct ThreadState {
     chooser: RefCell<KeyChooser>,
     /// Records this thread inserted past `records` (workload D), sent and answered.
     inserts_issued: Cell<u64>,
+    /// How many of them, counted from the first, are all answered: reads choose only
+    /// among those (inserts on several connections are answered out of order, and a
+    /// read of one still in flight would find nothing).
     inserts_acked: Cell<u64>,
+    /// Inserts answered past the first unanswered one.
+    acked_ahead: RefCell<std::collections::BTreeSet<u64>>,
     /// The newest context this thread was given for each record (ringkv only).
     contexts: RefCell<ahash::AHashMap<u64, Bytes>>,
     keep_contexts: bool,
@@ -222,6 +228,17 @@ impl ThreadState {
         } else {
             self.records + (logical - self.records) * self.threads + self.thread
         }
+    }
+
+    /// Insert number `n` of this thread was answered.
+    fn insert_answered(&self, n: u64) {
+        let mut ahead = self.acked_ahead.borrow_mut();
+        ahead.insert(n);
+        let mut acked = self.inserts_acked.get();
+        while ahead.remove(&acked) {
+            acked += 1;
+        }
+        self.inserts_acked.set(acked);
     }
 
     /// A record to read or update, under the key distribution.
@@ -363,7 +380,7 @@ impl Worker {
                 state.inserts_issued.set(state.inserts_issued.get() + 1);
                 self.write(state.record_index(logical), Bytes::new())
                     .await?;
-                state.inserts_acked.set(state.inserts_acked.get() + 1);
+                state.insert_answered(logical - state.records);
                 Ok(true)
             }
             Operation::ReadModifyWrite => {
