@@ -13,6 +13,7 @@
 #              and 2 have handed every one over
 #
 # Usage: perf/failover.sh [seconds per bench run, default 10]
+#        RINGKV_SERVER_FLAGS="..." perf/failover.sh   (more flags for every node)
 # Writes perf/results/failover-<date>.txt (machine, commands, every output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +44,7 @@ start_node() { # index (0-based)
     echo "something already answers on port $(port_of "$i") (a leftover node?)"; exit 1
   fi
   "$bin" server --port "$(port_of "$i")" --shards 1 --no-pin --data-dir "$data/node$i" \
-    --sync batch "${seeds[@]}" >>"$data/node$i.log" 2>&1 &
+    --sync batch ${RINGKV_SERVER_FLAGS:-} "${seeds[@]}" >>"$data/node$i.log" 2>&1 &
   pids[$i]=$!
   for _ in $(seq 300); do
     "$bin" ping --port "$(port_of "$i")" >/dev/null 2>&1 && return 0
@@ -77,7 +78,7 @@ exec > >(tee "$out") 2>&1
   echo "cpu: $(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ //')"
   echo "disk: $(df -T "$PWD" | awk 'NR==2 {print $1, $2}')"
   echo "commit: $(git rev-parse --short HEAD)$([ -n "$(git status --porcelain -- src Cargo.toml)" ] && echo ' (plus uncommitted changes)')"
-  echo "nodes: $bin server --port P --shards 1 --no-pin --sync batch [--seeds 127.0.0.1:$(port_of 0)], P = $(port_of 0), $(port_of 1), $(port_of 2)"
+  echo "nodes: $bin server --port P --shards 1 --no-pin --sync batch ${RINGKV_SERVER_FLAGS:-} [--seeds 127.0.0.1:$(port_of 0)], P = $(port_of 0), $(port_of 1), $(port_of 2)"
   echo
 }
 

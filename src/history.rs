@@ -14,6 +14,13 @@
 //!   final read of its key at R = N neither returns its value nor returns a context that
 //!   covers the write's (then a later write saw it and superseded it, or a delete did).
 //!   Failed and timed-out writes may be lost: nothing was promised.
+//! - **Lost writes, by value** ([`History::lost_writes_by_value`]): stricter. The final
+//!   read must return the write's value, or the value of a write whose client had seen
+//!   the write (what it sent as its context covers the write's acknowledged context).
+//!   The final context alone is not taken as proof: if a dot is ever minted twice (a
+//!   node that lost an unsynced write and minted its counter again), the final context
+//!   covers a write whose value no replica holds, and only this check sees it. Needs
+//!   writes recorded with what they had seen ([`History::invoke_write_seen`]).
 //! - **Stale reads** ([`History::stale_reads`], for strict quorum with R + W > N and no
 //!   failures): a read that began after a write of its key was acknowledged must see
 //!   that write, by value or by a context covering it.
@@ -66,6 +73,9 @@ pub type OpId = usize;
 #[derive(Clone, Debug, Default)]
 pub struct History {
     ops: Vec<Op>,
+    /// What each write's client had seen (the context it sent), for writes recorded by
+    /// [`History::invoke_write_seen`].
+    seen: BTreeMap<OpId, Context>,
 }
 
 /// `a` covers every event `b` has seen (version vectors: `a >= b`).
@@ -91,6 +101,21 @@ impl History {
             },
             now_us,
         )
+    }
+
+    /// Records a write of `value` (unique to this write) sent with the context `seen`
+    /// (what the client had read of the key; empty for none), invoked at `now_us`.
+    pub fn invoke_write_seen(
+        &mut self,
+        client: u32,
+        key: Bytes,
+        value: Bytes,
+        seen: Context,
+        now_us: u64,
+    ) -> OpId {
+        let id = self.invoke_write(client, key, value, now_us);
+        self.seen.insert(id, seen);
+        id
     }
 
     /// Records a read invoked at `now_us`.
@@ -167,6 +192,48 @@ impl History {
             .filter(|(_, op)| {
                 let (values, context) = final_reads.get(&op.key).unwrap_or(&nothing);
                 !sees(op, values, context)
+            })
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Acknowledged writes whose value the final state neither holds nor superseded
+    /// by a write that had seen it (module doc). A write recorded without what it had
+    /// seen supersedes nothing here. The answer holds every write [`History::lost_writes`]
+    /// names, and those that only the final context vouched for.
+    pub fn lost_writes_by_value(
+        &self,
+        final_reads: &BTreeMap<Bytes, (Vec<Bytes>, Context)>,
+    ) -> Vec<OpId> {
+        let none = Vec::new();
+        // Per key, what the writes whose value survived had seen.
+        let mut survivors_seen: BTreeMap<&Bytes, Vec<&Context>> = BTreeMap::new();
+        for (id, op) in self.ops.iter().enumerate() {
+            let Kind::Write { value, .. } = &op.kind else {
+                continue;
+            };
+            let finals = final_reads.get(&op.key).map_or(&none, |(values, _)| values);
+            if let (true, Some(seen)) = (finals.contains(value), self.seen.get(&id)) {
+                survivors_seen.entry(&op.key).or_default().push(seen);
+            }
+        }
+        self.acknowledged_writes()
+            .filter(|(_, op)| {
+                let Kind::Write { value, context } = &op.kind else {
+                    return false;
+                };
+                let finals = final_reads.get(&op.key).map_or(&none, |(values, _)| values);
+                if finals.contains(value) {
+                    return false;
+                }
+                let Some(written) = context.as_ref().filter(|c| !c.is_empty()) else {
+                    return true;
+                };
+                !survivors_seen
+                    .get(&op.key)
+                    .into_iter()
+                    .flatten()
+                    .any(|seen| covers(seen, written))
             })
             .map(|(id, _)| id)
             .collect()
@@ -271,5 +338,31 @@ mod tests {
         let failed = h.invoke_read(3, b("k"), 11);
         h.complete(failed, Outcome::Fail("unavailable".into()), 14);
         assert_eq!(h.stale_reads(), [(stale, w)]);
+    }
+
+    #[test]
+    fn by_value_a_write_is_kept_only_by_its_value_or_by_a_surviving_write_that_saw_it() {
+        let mut h = History::new();
+        // Superseded: a later write, whose value survived, was sent with a context
+        // covering it.
+        let old = h.invoke_write_seen(1, b("k"), b("old"), Context::empty(), 0);
+        h.write_ok(old, ctx(&[(1, 1)]), 10);
+        let new = h.invoke_write_seen(2, b("k"), b("new"), ctx(&[(1, 1)]), 20);
+        h.write_ok(new, ctx(&[(1, 2)]), 30);
+        // Its dot was minted twice: the final context covers it, its value is gone and
+        // no surviving write had seen it.
+        let reused = h.invoke_write_seen(1, b("j"), b("first"), Context::empty(), 0);
+        h.write_ok(reused, ctx(&[(3, 1)]), 10);
+        let again = h.invoke_write_seen(2, b("j"), b("second"), Context::empty(), 20);
+        h.write_ok(again, ctx(&[(3, 1)]), 30);
+        let finals = BTreeMap::from([
+            (b("k"), (vec![b("new")], ctx(&[(1, 2)]))),
+            (b("j"), (vec![b("second")], ctx(&[(3, 1)]))),
+        ]);
+        assert!(
+            h.lost_writes(&finals).is_empty(),
+            "the context vouches for both"
+        );
+        assert_eq!(h.lost_writes_by_value(&finals), [reused]);
     }
 }

@@ -447,7 +447,13 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
                 )
                 .await;
             if let Err(e) = kept {
-                eprintln!("ringkv: shard {}: no hint for {owner:016x}: {e}", shard.id);
+                if let Some(count) = shard.handoff.failure_to_log() {
+                    eprintln!(
+                        "ringkv: shard {}: no hint for {owner:016x}: {e} ({count} hints not \
+                         kept since start; logged at 1, 2, 4, …)",
+                        shard.id
+                    );
+                }
             }
         }
     })

@@ -54,6 +54,8 @@ pub struct Handoff {
     config: HandoffConfig,
     /// Something changed since the last report to the control plane.
     changed: Cell<bool>,
+    /// Hints not kept (refused or failed), since start: callers log the 1st, 2nd, 4th…
+    not_kept: Cell<u64>,
 }
 
 impl Handoff {
@@ -77,6 +79,7 @@ impl Handoff {
             locations: RefCell::default(),
             config,
             changed: Cell::new(true),
+            not_kept: Cell::new(0),
         };
         for (at, hint) in recovered.hints {
             let offered = handoff.book.borrow_mut().offer(
@@ -105,6 +108,28 @@ impl Handoff {
         versions: Bytes,
         down_since_us: Option<u64>,
     ) -> Result<(), String> {
+        let kept = self.try_keep(target, key, versions, down_since_us).await;
+        if kept.is_err() {
+            self.not_kept.set(self.not_kept.get() + 1);
+        }
+        kept
+    }
+
+    /// Hints not kept since start, if the latest failure of [`Handoff::keep`] is worth
+    /// a log line: the 1st, 2nd, 4th, 8th… (a full book refuses every write's hint; the
+    /// log should not repeat it for each).
+    pub fn failure_to_log(&self) -> Option<u64> {
+        let count = self.not_kept.get();
+        count.is_power_of_two().then_some(count)
+    }
+
+    async fn try_keep(
+        &self,
+        target: NodeId,
+        key: Bytes,
+        versions: Bytes,
+        down_since_us: Option<u64>,
+    ) -> Result<(), String> {
         let now = now_us();
         let hint = Hint {
             target,
@@ -115,11 +140,12 @@ impl Handoff {
         let bytes = crate::storage::commitlog::record::record_bytes(
             PAYLOAD_FIXED_BYTES + hint.key.len() + hint.versions.len(),
         ) as u64;
-        let id = match self
+        // Bound first: the book's borrow must end before the arms borrow it again.
+        let offered = self
             .book
             .borrow_mut()
-            .offer(target, bytes, now, down_since_us)
-        {
+            .offer(target, bytes, now, down_since_us);
+        let id = match offered {
             Ok(id) => id,
             Err(Refused::Full) => {
                 self.changed.set(true);
@@ -291,5 +317,62 @@ fn report(shard: &Shard) {
     };
     if shard.peers[0].try_send(message).is_err() {
         shard.handoff.changed.set(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{run, temp_dir};
+
+    fn config(bytes_max: u64) -> HandoffConfig {
+        HandoffConfig {
+            limits: HintLimits {
+                bytes_max,
+                window_us: 3_600_000_000,
+            },
+            segment_bytes_max: 1 << 20,
+            replay_bytes_per_sec: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn hints_are_kept_durably_refused_past_the_budget_and_come_back_after_a_restart() {
+        let dir = temp_dir();
+        let path = dir.path().join("hints");
+        let (first, second) = {
+            let path = path.clone();
+            run(move || async move {
+                let handoff = Handoff::open(path.clone(), config(300)).await.unwrap();
+                let set = Bytes::from_static(b"encoded set");
+                handoff
+                    .keep(7, Bytes::from_static(b"k1"), set.clone(), None)
+                    .await
+                    .unwrap();
+                handoff
+                    .keep(9, Bytes::from_static(b"k2"), set.clone(), Some(now_us()))
+                    .await
+                    .unwrap();
+                // Past the budget: refused with a message, and counted.
+                let big = Bytes::from(vec![0u8; 400]);
+                let refused = handoff.keep(7, Bytes::from_static(b"k3"), big, None).await;
+                assert!(refused.unwrap_err().contains("full"));
+                let report = handoff.report();
+                handoff.log.settle().await;
+                drop(handoff);
+                let again = Handoff::open(path, config(300)).await.unwrap();
+                (report, again.report())
+            })
+        };
+        assert_eq!(first.refused, 1);
+        let pending = |r: &HintReport| -> Vec<(NodeId, u64)> {
+            r.pending.iter().map(|&(t, n, _)| (t, n)).collect()
+        };
+        assert_eq!(pending(&first), [(7, 1), (9, 1)]);
+        assert_eq!(
+            pending(&second),
+            pending(&first),
+            "the log brought them back"
+        );
     }
 }
