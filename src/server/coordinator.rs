@@ -1,13 +1,18 @@
 //! The coordinator: a client's GET, PUT or DELETE over the key's N replicas.
 //!
-//! A write is coordinated by a replica, so that the new version's dot is its own: a
-//! node that is not one forwards the client's request to the first replica that
-//! answers. The coordinating shard writes locally (which makes the dot and stores the
-//! new set), sends the set to the other replicas as REPLICA_WRITE, and answers after W
-//! acknowledgements, its own included. A read may be coordinated anywhere: REPLICA_READ
-//! to every replica (the local one read directly), answer after R with the merge of
-//! what came back, then, once every replica answered or timed out, write that merge to
-//! the replicas that were behind (read repair).
+//! A write goes to the key's preferred replicas the failure detector does not hold
+//! Down and, under sloppy quorum, a stand-in for each Down one
+//! ([`crate::replication::placement::plan_write`]). It is coordinated by one of those
+//! targets, so that the new version's dot is its own: a node that is not one forwards
+//! the client's request to the first target that answers. The coordinating shard
+//! writes locally (which makes the dot and stores the new set), sends the set to the
+//! other replicas as REPLICA_WRITE and to the stand-ins as HINT_WRITE, and answers after
+//! W acknowledgements, its own included; then it keeps hints for the preferred
+//! replicas nobody acknowledged for ([`super::handoff`]). A read may be coordinated
+//! anywhere: REPLICA_READ to every replica not held Down (the local one read
+//! directly), answer after R with the merge of what came back, then, once every
+//! replica answered or timed out, write that merge to the replicas that were behind
+//! (read repair).
 //!
 //! The counting is [`crate::replication::quorum`]'s; this module only moves bytes.
 
@@ -138,7 +143,15 @@ pub async fn get(
     let ids: Vec<NodeId> = replicas.iter().map(|r| r.node_id).collect();
     let ids_for_pruning = ids.clone();
     let (tx, rx) = flume::unbounded::<ReadAnswer>();
+    let health = shard.health();
     for replica in replicas.iter().copied() {
+        // A replica the detector holds Down is not asked: it counts as failed at once
+        // (and is not repaired by this read; its hints and anti-entropy do that).
+        if replica.node_id != shard.node_id && !health.is_up(replica.node_id) {
+            let down = format!("node {:016x} is Down", replica.node_id);
+            let _ = tx.send((replica.node_id, Err(down)));
+            continue;
+        }
         let (shard, key, tx) = (shard.clone(), key.clone(), tx.clone());
         glommio::spawn_local(async move {
             let answer = if replica.node_id == shard.node_id {

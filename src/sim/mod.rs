@@ -51,8 +51,8 @@
 //!   timers wait) until [`Sim::resume`].
 //! - **clients** (`client.rs`): a few closed loops of reads and of writes of unique
 //!   values, each to a random node, a write carrying the context of the client's last
-//!   read of the key; every operation is recorded in a
-//!   [`History`](crate::history::History). Then every key is read at R = N.
+//!   read of the key; every operation is recorded in a [`History`]. Then every key
+//!   is read at R = N.
 //!
 //! # Runs and checks
 //!
