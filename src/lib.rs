@@ -13,9 +13,10 @@
 //!   with, and the failure detector ([`membership::detector`]: phi-accrual suspicion,
 //!   Down only when a second source confirms); decide-only, driven by the caller's
 //!   clock: the server's control plane and the simulator run them
-//! - [`sim`]       the deterministic simulator: nodes of the real gossip and failure
-//!   detector over a seeded, simulated network and clock (drops, delays, partitions,
-//!   crashes, restarts); a seed replays exactly
+//! - [`sim`]       the deterministic simulator: five nodes of the real gossip,
+//!   detector, placement, quorum, version and hint logic over a simulated network,
+//!   disk and clock (drops, delays, partitions, crashes that lose unsynced data,
+//!   pauses, power loss), clients checked by the history; a seed replays exactly
 //! - [`history`]   recorded client operations and the checks over them: acknowledged
 //!   writes lost, reads that missed an acknowledged write (simulator and fault tests)
 //! - [`replication`] consistency levels, quorum tracking for writes and reads, the

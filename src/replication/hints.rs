@@ -9,7 +9,11 @@
 //!   write then counts one acknowledgement fewer; anti-entropy repairs the replica);
 //! - **window:** hints older than `max_hint_window` are dropped and counted, and a
 //!   target Down for longer than that gets no new ones: after so long, Merkle-tree
-//!   anti-entropy is the cheaper repair (as in Cassandra's `max_hint_window`).
+//!   anti-entropy is the cheaper repair (as in Cassandra's `max_hint_window`). Only
+//!   hints that counted toward nothing (a coordinator's, for a replica that missed a
+//!   write W other replicas hold) are dropped so: a *counted* hint, a stand-in's under
+//!   sloppy quorum, may be one of only W copies of an acknowledged write (a minority
+//!   partition's writes exist nowhere else), so it stays until delivered.
 //!
 //! Replay takes a target's hints oldest first, a bounded number of bytes per batch (the
 //! caller paces the batches); a hint leaves the book only when the target acknowledged
@@ -46,6 +50,7 @@ struct Entry {
     id: HintId,
     bytes: u64,
     written_at_us: u64,
+    counted: bool,
 }
 
 /// One shard's hints, per target, oldest first.
@@ -75,13 +80,15 @@ impl HintBook {
 
     /// Takes a hint of `bytes` for `target`, written at `now_us`. `down_since_us` is
     /// when the failure detector first held the target Down (`None`: not Down, say a
-    /// replica that merely timed out).
+    /// replica that merely timed out). `counted`: its acknowledgement counts toward a
+    /// write's W (never dropped by the window).
     pub fn offer(
         &mut self,
         target: NodeId,
         bytes: u64,
         now_us: u64,
         down_since_us: Option<u64>,
+        counted: bool,
     ) -> Result<HintId, Refused> {
         if down_since_us.is_some_and(|since| now_us.saturating_sub(since) > self.limits.window_us) {
             return Err(Refused::PastWindow);
@@ -97,24 +104,35 @@ impl HintBook {
             id,
             bytes,
             written_at_us: now_us,
+            counted,
         });
         Ok(id)
     }
 
-    /// Drops every hint older than the window at `now_us`; returns them (the hint log
-    /// deletes their records).
+    /// Drops every uncounted hint older than the window at `now_us`; returns them (the
+    /// hint log deletes their records).
     pub fn expire(&mut self, now_us: u64) -> Vec<HintId> {
         let window = self.limits.window_us;
         let mut gone = Vec::new();
         for queue in self.targets.values_mut() {
-            while queue
-                .front()
-                .is_some_and(|e| now_us.saturating_sub(e.written_at_us) > window)
-            {
-                let e = queue.pop_front().expect("checked");
-                self.bytes -= e.bytes;
-                gone.push(e.id);
+            // Oldest first: the scan stops at the first hint inside the window.
+            let old = queue
+                .iter()
+                .take_while(|e| now_us.saturating_sub(e.written_at_us) > window)
+                .count();
+            if old == 0 {
+                continue;
             }
+            let mut kept = VecDeque::with_capacity(queue.len());
+            for (i, e) in queue.drain(..).enumerate() {
+                if i < old && !e.counted {
+                    self.bytes -= e.bytes;
+                    gone.push(e.id);
+                } else {
+                    kept.push_back(e);
+                }
+            }
+            *queue = kept;
         }
         self.targets.retain(|_, q| !q.is_empty());
         self.dropped += gone.len() as u64;
@@ -193,7 +211,7 @@ mod tests {
     fn hints_replay_oldest_first_in_bounded_batches_and_leave_only_when_acked() {
         let mut b = book();
         let ids: Vec<HintId> = (0..5)
-            .map(|i| b.offer(7, 100, i, Some(0)).unwrap())
+            .map(|i| b.offer(7, 100, i, Some(0), false).unwrap())
             .collect();
         assert_eq!(b.next_batch(7, 250), ids[..2]);
         // A batch always makes progress, even when one hint is above the byte bound.
@@ -214,30 +232,38 @@ mod tests {
     fn the_byte_budget_refuses_and_counts() {
         let mut b = book();
         for i in 0..10 {
-            b.offer(3, 100, i, None).unwrap();
+            b.offer(3, 100, i, None, false).unwrap();
         }
-        assert_eq!(b.offer(5, 1, 10, None), Err(Refused::Full));
+        assert_eq!(b.offer(5, 1, 10, None, false), Err(Refused::Full));
         assert_eq!(b.refused_full, 1);
         // Room again once the target took some.
         let first = b.next_batch(3, 100)[0];
         b.acked(3, first);
-        assert!(b.offer(5, 100, 11, None).is_ok());
+        assert!(b.offer(5, 100, 11, None, false).is_ok());
     }
 
     #[test]
     fn hints_past_the_window_are_dropped_and_counted_and_no_new_ones_are_taken() {
         let mut b = book();
-        let old = b.offer(3, 100, 0, Some(0)).unwrap();
-        let young = b.offer(3, 100, 2 * HOUR, Some(0)).unwrap();
+        let old = b.offer(3, 100, 0, Some(0), false).unwrap();
+        let young = b.offer(3, 100, 2 * HOUR, Some(0), false).unwrap();
         assert_eq!(b.expire(3 * HOUR + 1), [old]);
         assert_eq!(b.dropped, 1);
         assert_eq!(b.next_batch(3, 1_000), [young]);
         // Down for longer than the window: no new hints for it.
-        assert_eq!(b.offer(3, 100, 4 * HOUR, Some(0)), Err(Refused::PastWindow));
+        assert_eq!(
+            b.offer(3, 100, 4 * HOUR, Some(0), false),
+            Err(Refused::PastWindow)
+        );
         // A target that is not Down (a timeout) is not judged by the window.
-        assert!(b.offer(5, 100, 4 * HOUR, None).is_ok());
+        assert!(b.offer(5, 100, 4 * HOUR, None, false).is_ok());
         // Expired hints are gone for good: acking one does nothing.
         assert!(!b.acked(3, old));
         assert_eq!(b.bytes(), 200);
+        // A counted hint (a stand-in's) outlives the window until it is delivered.
+        let counted = b.offer(9, 100, 4 * HOUR, None, true).unwrap();
+        assert!(b.expire(9 * HOUR).iter().all(|&id| id != counted));
+        assert_eq!(b.next_batch(9, 1_000), [counted]);
+        assert!(b.acked(9, counted));
     }
 }

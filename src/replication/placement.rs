@@ -83,8 +83,10 @@ pub enum WritePlan {
 }
 
 /// Plans a write that reached node `me` (always Up in its own eyes): the targets of
-/// [`write_targets`], checked against `needed`; this node coordinates if it is one of
-/// them, else the write goes to the targets in order (Up preferred replicas first).
+/// [`write_targets`], checked against `needed`. A preferred replica coordinates: this
+/// node if it is one of them, else the write goes to the targets in order (Up
+/// preferred replicas first). A stand-in coordinates only when no preferred replica is
+/// Up (DESIGN.md §3.2: the coordinator is a replica while one can be).
 pub fn plan_write(
     me: NodeId,
     preferred: &[Replica],
@@ -97,11 +99,22 @@ pub fn plan_write(
     if let Err(reachable) = check_available(&targets, needed) {
         return WritePlan::Unavailable { reachable, needed };
     }
-    if targets.iter().any(|t| t.replica.node_id == me) {
+    let mine = targets.iter().find(|t| t.replica.node_id == me);
+    let a_replica_is_up = targets.iter().any(|t| t.hint_for.is_none());
+    let coordinate = match mine {
+        Some(t) => t.hint_for.is_none() || !a_replica_is_up,
+        None => false,
+    };
+    if coordinate {
         WritePlan::Coordinate { targets }
     } else {
+        // Never to itself: a forwarded write would come back here and be forwarded again.
         WritePlan::Forward {
-            to: targets.iter().map(|t| t.replica).collect(),
+            to: targets
+                .iter()
+                .map(|t| t.replica)
+                .filter(|r| r.node_id != me)
+                .collect(),
         }
     }
 }
@@ -210,7 +223,14 @@ mod tests {
                 to: vec![r(3), r(5), r(7)]
             }
         );
-        // A stand-in the client wrote to coordinates (and keeps the hint itself).
+        // A stand-in forwards to a preferred replica while one is Up (never to itself)...
+        assert_eq!(
+            plan_write(7, &preferred, &fallbacks, up(&[1]), QuorumMode::Sloppy, 2),
+            WritePlan::Forward {
+                to: vec![r(3), r(5)]
+            }
+        );
+        // ...and coordinates (keeping the hint itself) when none is.
         match plan_write(
             7,
             &preferred,

@@ -380,6 +380,7 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
                 key.clone(),
                 encoded.clone(),
                 health.down_since_us(owner),
+                true,
             )
             .await;
         if let Err(e) = kept {
@@ -457,6 +458,8 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
                     key.clone(),
                     encoded.clone(),
                     health.down_since_us(owner),
+                    // Counts toward nothing: W came from elsewhere, or was not reached.
+                    false,
                 )
                 .await;
             if let Err(e) = kept {

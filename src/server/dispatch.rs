@@ -406,7 +406,12 @@ async fn hint_write(
         }
     }
     let down_since = shard.health().down_since_us(target);
-    match shard.handoff.keep(target, key, encoded, down_since).await {
+    // A stand-in's hint: its acknowledgement counts toward the coordinator's W.
+    match shard
+        .handoff
+        .keep(target, key, encoded, down_since, true)
+        .await
+    {
         Ok(()) => encode_response(op, request_id, &Response::ok(ResponseBody::Empty), out),
         Err(message) => encode_error_response(op, request_id, Status::Unavailable, &message, out),
     }

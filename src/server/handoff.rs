@@ -87,6 +87,7 @@ impl Handoff {
                 u64::from(at.bytes()),
                 hint.written_at_us,
                 None,
+                hint.counted,
             );
             match offered {
                 Ok(id) => {
@@ -100,15 +101,20 @@ impl Handoff {
 
     /// Keeps `versions` of `key` for `target`; returns once the hint is durable.
     /// `down_since_us`: since when the detector holds the target Down (the window
-    /// refuses hints for a target Down longer than it).
+    /// refuses hints for a target Down longer than it). `counted`: the hint's
+    /// acknowledgement counts toward a write's W (a stand-in's): the window never drops
+    /// it, since it may be one of the write's only copies.
     pub async fn keep(
         &self,
         target: NodeId,
         key: Bytes,
         versions: Bytes,
         down_since_us: Option<u64>,
+        counted: bool,
     ) -> Result<(), String> {
-        let kept = self.try_keep(target, key, versions, down_since_us).await;
+        let kept = self
+            .try_keep(target, key, versions, down_since_us, counted)
+            .await;
         if kept.is_err() {
             self.not_kept.set(self.not_kept.get() + 1);
         }
@@ -129,6 +135,7 @@ impl Handoff {
         key: Bytes,
         versions: Bytes,
         down_since_us: Option<u64>,
+        counted: bool,
     ) -> Result<(), String> {
         let now = now_us();
         let hint = Hint {
@@ -136,6 +143,7 @@ impl Handoff {
             written_at_us: now,
             key,
             versions,
+            counted,
         };
         let bytes = crate::storage::commitlog::record::record_bytes(
             PAYLOAD_FIXED_BYTES + hint.key.len() + hint.versions.len(),
@@ -144,7 +152,7 @@ impl Handoff {
         let offered = self
             .book
             .borrow_mut()
-            .offer(target, bytes, now, down_since_us);
+            .offer(target, bytes, now, down_since_us, counted);
         let id = match offered {
             Ok(id) => id,
             Err(Refused::Full) => {
@@ -346,16 +354,24 @@ mod tests {
                 let handoff = Handoff::open(path.clone(), config(300)).await.unwrap();
                 let set = Bytes::from_static(b"encoded set");
                 handoff
-                    .keep(7, Bytes::from_static(b"k1"), set.clone(), None)
+                    .keep(7, Bytes::from_static(b"k1"), set.clone(), None, false)
                     .await
                     .unwrap();
                 handoff
-                    .keep(9, Bytes::from_static(b"k2"), set.clone(), Some(now_us()))
+                    .keep(
+                        9,
+                        Bytes::from_static(b"k2"),
+                        set.clone(),
+                        Some(now_us()),
+                        true,
+                    )
                     .await
                     .unwrap();
                 // Past the budget: refused with a message, and counted.
                 let big = Bytes::from(vec![0u8; 400]);
-                let refused = handoff.keep(7, Bytes::from_static(b"k3"), big, None).await;
+                let refused = handoff
+                    .keep(7, Bytes::from_static(b"k3"), big, None, false)
+                    .await;
                 assert!(refused.unwrap_err().contains("full"));
                 let report = handoff.report();
                 handoff.log.settle().await;

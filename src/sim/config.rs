@@ -36,6 +36,9 @@ pub struct Bugs {
     /// node that is not a replica had nothing to build on (its dot then claims to
     /// supersede the node's earlier dots of the key).
     pub stand_in_builds_on_empty: bool,
+    /// A stand-in's hint, which counted toward W, expires with the hint window like a
+    /// coordinator's (which counts toward nothing).
+    pub counted_hints_expire: bool,
 }
 
 /// The simulated cluster's shape, timing and limits.

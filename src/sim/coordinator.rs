@@ -164,7 +164,7 @@ impl Node {
         let mut last = self.write_local(ctx, put.key.clone(), set, true);
         if let Some(owner) = stands_in_for {
             ctx.stats.stand_in_coordinations += 1;
-            match self.keep_hint(ctx, owner, put.key.clone(), encoded.clone()) {
+            match self.keep_hint(ctx, owner, put.key.clone(), encoded.clone(), true) {
                 Ok(seq) => last = seq.unwrap_or(last),
                 Err(why) => return answer(ctx, reply, Answer::Refused(why)),
             }
@@ -269,7 +269,7 @@ impl Node {
         let w = self.writes.remove(&op).expect("looked up");
         for owner in owed_hints(&w.preferred, &w.targets, |n| w.acked.contains(&n)) {
             // Best effort: the client has its answer; anti-entropy covers a refusal.
-            let _ = self.keep_hint(ctx, owner, w.key.clone(), w.set.clone());
+            let _ = self.keep_hint(ctx, owner, w.key.clone(), w.set.clone(), false);
             ctx.stats.owed_hints += 1;
         }
     }

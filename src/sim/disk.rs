@@ -29,6 +29,8 @@ pub(super) struct HintRecord {
     /// The encoded version set, as the coordinator sent it.
     pub set: Bytes,
     pub written_at_us: u64,
+    /// A stand-in's hint, which counted toward W: the window never drops it.
+    pub counted: bool,
 }
 
 /// A record of the log.

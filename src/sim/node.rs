@@ -92,7 +92,13 @@ impl Node {
         let mut hint_seqs = BTreeMap::new();
         let mut refused = Vec::new();
         for (seq, h) in disk.hints() {
-            match book.offer(h.target, hint_bytes(&h.key, &h.set), h.written_at_us, None) {
+            match book.offer(
+                h.target,
+                hint_bytes(&h.key, &h.set),
+                h.written_at_us,
+                None,
+                h.counted,
+            ) {
                 Ok(hint) => {
                     hint_seqs.insert(hint, seq);
                 }
@@ -317,7 +323,7 @@ impl Node {
         key: Bytes,
         set: Bytes,
     ) {
-        match self.keep_hint(ctx, target, key, set) {
+        match self.keep_hint(ctx, target, key, set, true) {
             Ok(seq) => self.after(ctx, seq, Done::Ack { to: from, op }),
             Err(why) => ctx.send_node(
                 from,
@@ -347,13 +353,18 @@ impl Node {
         target: NodeId,
         key: Bytes,
         set: Bytes,
+        counted: bool,
     ) -> Result<Option<u64>, String> {
         if ctx.config.bugs.drops_hints {
             return Ok(None);
         }
         let bytes = hint_bytes(&key, &set);
         let down_since = self.down_since.get(&target).copied();
-        let hint = match self.book.offer(target, bytes, ctx.now_us, down_since) {
+        let counted = counted && !ctx.config.bugs.counted_hints_expire;
+        let hint = match self
+            .book
+            .offer(target, bytes, ctx.now_us, down_since, counted)
+        {
             Ok(hint) => hint,
             Err(Refused::Full) => {
                 ctx.stats.hints_refused += 1;
@@ -371,6 +382,7 @@ impl Node {
             key,
             set,
             written_at_us: ctx.now_us,
+            counted,
         };
         let sync_us = ctx.sync_us();
         let (seq, at_us) = self.disk.write_hint(record, ctx.now_us, sync_us);

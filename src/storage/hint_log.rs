@@ -53,6 +53,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const FIRST_SEGMENT_ID: u64 = 1;
 /// The record `kind` of a hint (the only kind so far).
 pub const KIND_HINT: u8 = 1;
+/// Record kind of a hint whose acknowledgement counted toward a write's W (a stand-in's,
+/// under sloppy quorum): it may be the write's only copy besides the coordinator's, so
+/// the hint window never drops it.
+pub const KIND_COUNTED_HINT: u8 = 2;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = MAGIC_OFFSET + MAGIC.len();
@@ -103,6 +107,9 @@ pub struct Hint {
     pub key: Bytes,
     /// At most [`VERSIONS_BYTES_MAX`] bytes.
     pub versions: Bytes,
+    /// Its acknowledgement counted toward a write's W (record kind
+    /// [`KIND_COUNTED_HINT`]; else [`KIND_HINT`]).
+    pub counted: bool,
 }
 
 /// Where a hint is stored. Only meaningful to the log (and session) that issued it.
@@ -348,7 +355,7 @@ impl State {
         }
         let run = self.queue.last_mut().expect("pushed");
         let start = run.buf.len();
-        record::encode_unsealed_with(&mut run.buf, KIND_HINT, hint.payload_bytes(), |out| {
+        record::encode_unsealed_with(&mut run.buf, hint.kind(), hint.payload_bytes(), |out| {
             hint.encode_payload(out)
         });
         record::seal(&mut run.buf[start..], record_seed(segment));
@@ -476,10 +483,10 @@ impl HintLog {
         };
         match record::decode(&bytes, record_seed(at.segment), RECORD_BYTES_MAX) {
             Ok(Decoded::Record {
-                kind: KIND_HINT,
+                kind: kind @ (KIND_HINT | KIND_COUNTED_HINT),
                 payload,
                 bytes,
-            }) if bytes == at.bytes as usize => decode_payload(payload).map_err(corrupt),
+            }) if bytes == at.bytes as usize => decode_payload(payload, kind).map_err(corrupt),
             Ok(_) => Err(corrupt(format!("no {}-byte hint record there", at.bytes))),
             Err(defect) => Err(corrupt(defect.to_string())),
         }
@@ -912,12 +919,12 @@ impl Scanner<'_> {
         let buf = self.bytes(pos, bytes).await.map_err(read)?;
         match record::decode(buf, seed, RECORD_BYTES_MAX).map_err(|d| d.to_string())? {
             Decoded::Record {
-                kind: KIND_HINT,
+                kind: kind @ (KIND_HINT | KIND_COUNTED_HINT),
                 payload,
                 bytes: n,
             } => {
                 debug_assert_eq!(n, bytes);
-                Ok(Some((decode_payload(payload)?, bytes)))
+                Ok(Some((decode_payload(payload, kind)?, bytes)))
             }
             Decoded::Record { kind, .. } => Err(format!("record kind {kind} is not a hint")),
             Decoded::End => Err("no record where check_len saw one".to_string()),
@@ -954,6 +961,15 @@ impl Scanner<'_> {
 // ---- Format ------------------------------------------------------------------------
 
 impl Hint {
+    /// The record kind this hint is stored as.
+    fn kind(&self) -> u8 {
+        if self.counted {
+            KIND_COUNTED_HINT
+        } else {
+            KIND_HINT
+        }
+    }
+
     /// Encoded payload size.
     fn payload_bytes(&self) -> usize {
         PAYLOAD_FIXED_BYTES + self.key.len() + self.versions.len()
@@ -974,7 +990,7 @@ impl Hint {
 
 /// Decodes a hint payload. Every length is checked against its bound and against the
 /// bytes left before anything is copied; the error says which check failed.
-fn decode_payload(p: &[u8]) -> Result<Hint, String> {
+fn decode_payload(p: &[u8], kind: u8) -> Result<Hint, String> {
     if p.len() < PAYLOAD_FIXED_BYTES {
         return Err(format!(
             "hint payload of {} bytes, short of {PAYLOAD_FIXED_BYTES}",
@@ -1015,6 +1031,7 @@ fn decode_payload(p: &[u8]) -> Result<Hint, String> {
         written_at_us: u64_at(WRITTEN_AT_OFFSET),
         key: Bytes::copy_from_slice(&p[KEY_OFFSET..versions_len_offset]),
         versions: Bytes::copy_from_slice(&p[versions_offset..]),
+        counted: kind == KIND_COUNTED_HINT,
     })
 }
 
@@ -1115,6 +1132,8 @@ mod tests {
             written_at_us: 1_700_000_000_000_000 + i,
             key: Bytes::from(format!("key-{i}")),
             versions: Bytes::from(versions),
+            // Both kinds, so every test sees both come back.
+            counted: i % 2 == 1,
         }
     }
 
@@ -1207,6 +1226,7 @@ mod tests {
             written_at_us: 9,
             key: Bytes::from_static(b"k"),
             versions: Bytes::from_static(b"vv"),
+            counted: false,
         };
         let mut out = Vec::new();
         record::encode_unsealed_with(&mut out, KIND_HINT, h.payload_bytes(), |o| {
@@ -1224,7 +1244,9 @@ mod tests {
         ];
         assert_eq!(out, expected_record, "{out:02x?}");
         match record::decode(&out, record_seed(1), RECORD_BYTES_MAX) {
-            Ok(Decoded::Record { payload, .. }) => assert_eq!(decode_payload(payload), Ok(h)),
+            Ok(Decoded::Record { payload, kind, .. }) => {
+                assert_eq!(decode_payload(payload, kind), Ok(h.clone()))
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1258,8 +1280,8 @@ mod tests {
     #[test]
     fn payload_lengths_over_their_bounds_are_refused_before_any_copy() {
         let ok = raw_payload(2, b"ab", 3, b"xyz");
-        assert!(decode_payload(&ok).is_ok());
-        let err = |p: &[u8]| decode_payload(p).unwrap_err();
+        assert!(decode_payload(&ok, KIND_HINT).is_ok());
+        let err = |p: &[u8]| decode_payload(p, KIND_HINT).unwrap_err();
         // A key_len past the payload, up to the u16 maximum.
         assert!(err(&raw_payload(u16::MAX, b"ab", 3, b"xyz")).contains("runs past"));
         // A versions_len over the bound is refused by the bound, not by the bytes left.
@@ -1272,7 +1294,10 @@ mod tests {
         assert!(err(&raw_payload(0, b"", 3, b"xyz")).contains("empty key"));
         assert!(err(&ok[..PAYLOAD_FIXED_BYTES - 1]).contains("short"));
         for cut in 0..ok.len() {
-            assert!(decode_payload(&ok[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_payload(&ok[..cut], KIND_HINT).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 
