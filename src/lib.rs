@@ -22,6 +22,9 @@
 //! - [`replication`] consistency levels, quorum tracking for writes and reads, the
 //!   merge of replicas' answers and the stale replicas read repair writes to, and where
 //!   a write goes when replicas are Down (sloppy or strict quorum, with hints)
+//! - [`antientropy`] Merkle trees of the ranges a shard replicates (leaf sums updated
+//!   in O(1) per write), the level-by-level comparison of two replicas' trees and the
+//!   keys each must send; decide-only, with its message codec
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding;
 //!   last-write-wins (`--conflicts lww`) as one pseudo-node's dots under the same merge
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md);
@@ -75,6 +78,7 @@
 //! write with. Tombstones are never returned; a key that has only tombstones is NOT_FOUND but
 //! still carries a context, so a later write supersedes the delete.
 
+pub mod antientropy;
 pub mod client;
 pub mod config;
 pub mod error;
