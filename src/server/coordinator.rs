@@ -373,17 +373,7 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
     // A stand-in coordinating keeps the hint for the replica it stands in for before
     // its own acknowledgement counts.
     if let Some(owner) = stands_in_for {
-        let kept = shard
-            .handoff
-            .keep(
-                owner,
-                key.clone(),
-                encoded.clone(),
-                health.down_since_us(owner),
-                true,
-            )
-            .await;
-        if let Err(e) = kept {
+        if let Err(e) = keep_hint(shard, owner, &key, &encoded, true).await {
             return Written::Answer(Response::error(Status::Unavailable, e));
         }
     }
@@ -449,20 +439,9 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
             }
         }
         let owed = owed_hints(&preferred, &targets, |node| acked.contains(&node));
-        let health = shard.health();
         for owner in owed {
-            let kept = shard
-                .handoff
-                .keep(
-                    owner,
-                    key.clone(),
-                    encoded.clone(),
-                    health.down_since_us(owner),
-                    // Counts toward nothing: W came from elsewhere, or was not reached.
-                    false,
-                )
-                .await;
-            if let Err(e) = kept {
+            // Counts toward nothing: W came from elsewhere, or was not reached.
+            if let Err(e) = keep_hint(&shard, owner, &key, &encoded, false).await {
                 if let Some(count) = shard.handoff.failure_to_log() {
                     eprintln!(
                         "ringkv: shard {}: no hint for {owner:016x}: {e} ({count} hints not \
@@ -475,6 +454,22 @@ pub async fn write_typed(shard: &Rc<Shard>, request: &Request) -> Written {
     })
     .detach();
     outcome
+}
+
+/// Keeps a hint of a write for `owner` on this shard ([`super::handoff::Handoff::keep`]),
+/// judged by the failure detector's current view of it.
+async fn keep_hint(
+    shard: &Shard,
+    owner: NodeId,
+    key: &Bytes,
+    encoded: &Bytes,
+    counted: bool,
+) -> Result<(), String> {
+    let down_since = shard.health().down_since_us(owner);
+    shard
+        .handoff
+        .keep(owner, key.clone(), encoded.clone(), down_since, counted)
+        .await
 }
 
 /// This node is not a target of the write: the first target that answers coordinates.
