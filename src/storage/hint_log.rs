@@ -41,7 +41,7 @@ use bytes::Bytes;
 use glommio::io::{BufferedFile, OpenOptions};
 
 use super::commitlog::record::{self, Decoded};
-use super::commitlog::segment::record_seed;
+use super::commitlog::segment::{self, record_seed};
 use super::direct::os_error;
 use crate::ring::cluster::NodeId;
 
@@ -58,13 +58,9 @@ pub const KIND_HINT: u8 = 1;
 /// the hint window never drops it.
 pub const KIND_COUNTED_HINT: u8 = 2;
 
-const MAGIC_OFFSET: usize = 0;
-const VERSION_OFFSET: usize = MAGIC_OFFSET + MAGIC.len();
-const RESERVED_OFFSET: usize = VERSION_OFFSET + size_of::<u32>();
-const SEGMENT_ID_OFFSET: usize = RESERVED_OFFSET + size_of::<u32>();
-const HEADER_CRC_OFFSET: usize = SEGMENT_ID_OFFSET + size_of::<u64>();
-/// Bytes of a segment header; records follow it directly.
-pub const HEADER_BYTES: usize = HEADER_CRC_OFFSET + size_of::<u32>();
+/// Bytes of a segment header (the commit log's layout: magic, version, reserved,
+/// segment id, CRC32C); records follow it directly.
+pub const HEADER_BYTES: usize = segment::HEADER_USED_BYTES;
 /// Offset of the first record in a segment.
 pub const DATA_OFFSET: u64 = HEADER_BYTES as u64;
 
@@ -1035,49 +1031,16 @@ fn decode_payload(p: &[u8], kind: u8) -> Result<Hint, String> {
     })
 }
 
-/// The header of segment `segment_id`.
+/// The header of segment `segment_id`: the commit log's segment header layout with
+/// this log's magic and version.
 fn encode_header(segment_id: u64) -> [u8; HEADER_BYTES] {
-    let mut h = [0u8; HEADER_BYTES];
-    h[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(&MAGIC);
-    h[VERSION_OFFSET..RESERVED_OFFSET].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[RESERVED_OFFSET..SEGMENT_ID_OFFSET].copy_from_slice(&0u32.to_le_bytes());
-    h[SEGMENT_ID_OFFSET..HEADER_CRC_OFFSET].copy_from_slice(&segment_id.to_le_bytes());
-    let crc = crc32c::crc32c(&h[..HEADER_CRC_OFFSET]);
-    h[HEADER_CRC_OFFSET..].copy_from_slice(&crc.to_le_bytes());
-    h
+    segment::encode_header_of(&MAGIC, FORMAT_VERSION, segment_id)
 }
 
 /// Checks the header of the file of segment `expected_id` (exactly [`HEADER_BYTES`]).
 fn check_header(h: &[u8], expected_id: u64) -> Result<(), String> {
     assert_eq!(h.len(), HEADER_BYTES);
-    let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes"));
-    let (stored, computed) = (
-        u32_at(HEADER_CRC_OFFSET),
-        crc32c::crc32c(&h[..HEADER_CRC_OFFSET]),
-    );
-    if stored != computed {
-        return Err(format!(
-            "header crc32c mismatch: stored {stored:#010x}, computed {computed:#010x}"
-        ));
-    }
-    if h[MAGIC_OFFSET..VERSION_OFFSET] != MAGIC {
-        return Err("bad magic: not a hint-log segment".to_string());
-    }
-    let version = u32_at(VERSION_OFFSET);
-    if version != FORMAT_VERSION {
-        return Err(format!("unknown format version {version}"));
-    }
-    let id = u64::from_le_bytes(
-        h[SEGMENT_ID_OFFSET..HEADER_CRC_OFFSET]
-            .try_into()
-            .expect("8"),
-    );
-    if id != expected_id {
-        return Err(format!(
-            "header names segment {id}, the file name {expected_id}"
-        ));
-    }
-    Ok(())
+    segment::check_header_of(&MAGIC, FORMAT_VERSION, h, expected_id)
 }
 
 /// `hints-00000000000000000042.log` for id 42.

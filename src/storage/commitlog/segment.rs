@@ -48,9 +48,22 @@ pub fn record_seed(segment_id: u64) -> u32 {
 
 /// The header of segment `segment_id`, without the zero padding of its block.
 pub fn encode_header(segment_id: u64) -> [u8; HEADER_USED_BYTES] {
+    encode_header_of(&MAGIC, FORMAT_VERSION, segment_id)
+}
+
+/// Checks a header read from the file of segment `expected_id`; the error says why not.
+pub fn check_header(bytes: &[u8], expected_id: u64) -> Result<(), String> {
+    check_header_of(&MAGIC, FORMAT_VERSION, bytes, expected_id)
+}
+
+/// The segment header layout, shared by every segmented log of a shard (the commit
+/// log, the hint log), which differ only in `magic` and `version`:
+/// `magic [8] | version u32 | reserved u32 = 0 | segment_id u64 | crc32c u32` of the
+/// bytes before the CRC.
+pub fn encode_header_of(magic: &[u8; 8], version: u32, segment_id: u64) -> [u8; HEADER_USED_BYTES] {
     let mut h = [0u8; HEADER_USED_BYTES];
-    h[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(&MAGIC);
-    h[VERSION_OFFSET..RESERVED_OFFSET].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(magic);
+    h[VERSION_OFFSET..RESERVED_OFFSET].copy_from_slice(&version.to_le_bytes());
     h[RESERVED_OFFSET..SEGMENT_ID_OFFSET].copy_from_slice(&0u32.to_le_bytes());
     h[SEGMENT_ID_OFFSET..HEADER_CRC_OFFSET].copy_from_slice(&segment_id.to_le_bytes());
     let crc = crc32c::crc32c(&h[..HEADER_CRC_OFFSET]);
@@ -58,8 +71,14 @@ pub fn encode_header(segment_id: u64) -> [u8; HEADER_USED_BYTES] {
     h
 }
 
-/// Checks a header read from the file of segment `expected_id`; the error says why not.
-pub fn check_header(bytes: &[u8], expected_id: u64) -> Result<(), String> {
+/// Checks a header of [`encode_header_of`]'s layout read from the file of segment
+/// `expected_id`: length, CRC, magic, version, id; the error says which failed.
+pub fn check_header_of(
+    magic: &[u8; 8],
+    version: u32,
+    bytes: &[u8],
+    expected_id: u64,
+) -> Result<(), String> {
     if bytes.len() < HEADER_USED_BYTES {
         return Err(format!(
             "header is {} bytes, short of {HEADER_USED_BYTES}",
@@ -77,16 +96,16 @@ pub fn check_header(bytes: &[u8], expected_id: u64) -> Result<(), String> {
             "header crc32c mismatch: stored {stored:#010x}, computed {computed:#010x}"
         ));
     }
-    if bytes[MAGIC_OFFSET..VERSION_OFFSET] != MAGIC {
+    if bytes[MAGIC_OFFSET..VERSION_OFFSET] != magic[..] {
         return Err("bad magic".to_string());
     }
-    let version = u32::from_le_bytes(
+    let stored_version = u32::from_le_bytes(
         bytes[VERSION_OFFSET..RESERVED_OFFSET]
             .try_into()
             .expect("4"),
     );
-    if version != FORMAT_VERSION {
-        return Err(format!("unknown format version {version}"));
+    if stored_version != version {
+        return Err(format!("unknown format version {stored_version}"));
     }
     let id = u64::from_le_bytes(
         bytes[SEGMENT_ID_OFFSET..HEADER_CRC_OFFSET]
