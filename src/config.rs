@@ -116,6 +116,12 @@ pub struct ServerConfig {
     pub hint_bytes_max: u64,
     /// How fast one shard replays hints to a node that is Up again.
     pub hint_replay_bytes_per_sec: u64,
+    /// Seconds between two anti-entropy rounds of a shard (0: only `ringkv repair`).
+    pub sync_interval_secs: u64,
+    /// Bytes of tables per second one shard's anti-entropy scans read.
+    pub sync_scan_bytes_per_sec: u64,
+    /// Bytes of sets per second one shard's anti-entropy pushes and fetches.
+    pub sync_bytes_per_sec: u64,
 }
 
 impl Default for ServerConfig {
@@ -196,6 +202,9 @@ impl Default for ServerConfig {
             // 16 MiB/s per shard drains an hour of hints in minutes without taking the
             // disk and the network from the foreground.
             hint_replay_bytes_per_sec: 16 << 20,
+            sync_interval_secs: 60,
+            sync_scan_bytes_per_sec: 32 << 20,
+            sync_bytes_per_sec: 16 << 20,
         }
     }
 }
@@ -307,6 +316,18 @@ impl ServerConfig {
             // Segments a replay empties quickly; small enough that space comes back.
             segment_bytes_max: 16 << 20,
             replay_bytes_per_sec: self.hint_replay_bytes_per_sec.max(1),
+        }
+    }
+
+    /// A shard's anti-entropy settings.
+    pub fn sync(&self) -> crate::server::antientropy::SyncConfig {
+        crate::server::antientropy::SyncConfig {
+            interval: (self.sync_interval_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.sync_interval_secs)),
+            scan_bytes_per_sec: self.sync_scan_bytes_per_sec,
+            transfer_bytes_per_sec: self.sync_bytes_per_sec,
+            gc_grace_us: self.gc_grace_secs.saturating_mul(1_000_000),
+            depth: crate::antientropy::DEPTH_DEFAULT,
         }
     }
 

@@ -132,6 +132,16 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Run an anti-entropy round now on one node: every range it replicates is compared
+    /// with every other replica and the differences are repaired both ways; prints
+    /// what the round did
+    Repair {
+        /// Only this shard of the node (default: every shard)
+        #[arg(long)]
+        shard: Option<u16>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Operator actions on one node
     Admin {
         #[command(subcommand)]
@@ -180,6 +190,21 @@ enum AdminAction {
         /// Clear every fault (before applying the others given)
         #[arg(long)]
         heal: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Flush the memtables and merge every table into one (a major compaction), on
+    /// every shard of the node; tombstones past --gc-grace that anti-entropy proved
+    /// every replica holds are dropped
+    Compact {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// One shard's anti-entropy trees: each range it replicates, its root, its dirty
+    /// leaves (replicas in sync show the same roots for the same range)
+    Trees {
+        #[arg(long, default_value_t = 0)]
+        shard: u16,
         #[command(flatten)]
         target: Target,
     },
@@ -266,8 +291,10 @@ struct ServerArgs {
     /// Block cache per shard in bytes
     #[arg(long)]
     cache_bytes: Option<usize>,
-    /// Seconds a deleted key's tombstone is kept before compaction may drop it
-    #[arg(long)]
+    /// How long a deleted key's tombstone is kept at least: compaction drops it only
+    /// after this and once every replica is known to hold it (anti-entropy): e.g. 10d,
+    /// 3h, 90s [default: 10d]
+    #[arg(long = "gc-grace", alias = "gc-grace-secs", value_parser = parse_duration_secs)]
     gc_grace_secs: Option<u64>,
     /// Bytes of tables one shard's compaction reads per second (0: no limit)
     #[arg(long)]
@@ -304,6 +331,17 @@ struct ServerArgs {
     /// Bytes per second one shard replays hints at [default: 16 MiB]
     #[arg(long)]
     hint_replay_bytes_per_sec: Option<u64>,
+    /// Time between two anti-entropy rounds of a shard (0: only `ringkv repair`):
+    /// e.g. 60s, 10m [default: 60s]
+    #[arg(long, value_parser = parse_duration_secs)]
+    sync_interval: Option<u64>,
+    /// Bytes of tables per second one shard's anti-entropy scans read [default: 32 MiB]
+    #[arg(long)]
+    sync_scan_bytes_per_sec: Option<u64>,
+    /// Bytes of version sets per second one shard's anti-entropy pushes and fetches
+    /// [default: 16 MiB]
+    #[arg(long)]
+    sync_bytes_per_sec: Option<u64>,
 }
 
 /// How executors sit on cores: the server's shards, and the benchmarks standing for one.
@@ -652,6 +690,93 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("OK");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Repair { shard, target } => {
+            let shard = shard.unwrap_or(ringkv::protocol::REPAIR_ALL_SHARDS);
+            // A round compares every range with every peer: give it time.
+            let mut client = ringkv::client::blocking::BlockingClient::connect(
+                &target.host,
+                target.port,
+                Duration::from_secs(3600),
+            )?;
+            let response = client.request(&Request::Repair { shard })?;
+            let report = match (response.status, response.body) {
+                (Status::Ok, ringkv::protocol::ResponseBody::Repair { report }) => {
+                    ringkv::server::antientropy::RepairReport::decode(&report)
+                        .map_err(anyhow::Error::msg)?
+                }
+                (status, _) => anyhow::bail!("{status:?}: {}", response.message),
+            };
+            println!(
+                "shards {}  ranges {}  syncs {} ok, {} failed, {} skipped  differing leaves {}",
+                report.shards,
+                report.ranges,
+                report.syncs,
+                report.syncs_failed,
+                report.syncs_skipped,
+                report.differing_leaves
+            );
+            println!(
+                "keys pushed {}  pulled {}  tombstones withheld {}  bytes sent {}  received {}",
+                report.keys_pushed,
+                report.keys_pulled,
+                report.tombstones_withheld,
+                report.bytes_sent,
+                report.bytes_received
+            );
+            if let Some(e) = &report.first_error {
+                println!("first failure: {e}");
+            }
+            Ok(if report.syncs_failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Admin {
+            action: AdminAction::Compact { target },
+        } => {
+            let mut client = ringkv::client::blocking::BlockingClient::connect(
+                &target.host,
+                target.port,
+                Duration::from_secs(3600),
+            )?;
+            let response = client.request(&Request::Compact {
+                shard: ringkv::protocol::REPAIR_ALL_SHARDS,
+            })?;
+            if response.status != Status::Ok {
+                anyhow::bail!("{:?}: {}", response.status, response.message);
+            }
+            println!("OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin {
+            action: AdminAction::Trees { shard, target },
+        } => {
+            let response = connect(&target)?.request(&Request::Sync {
+                shard,
+                body: ringkv::server::antientropy::encode_trees_request(0),
+            })?;
+            let body = match (response.status, response.body) {
+                (Status::Ok, ringkv::protocol::ResponseBody::Sync { body }) => body,
+                (status, _) => anyhow::bail!("{status:?}: {}", response.message),
+            };
+            let reply = ringkv::server::antientropy::wire::decode_reply(body, u16::MAX as usize)
+                .map_err(anyhow::Error::msg)?;
+            let ringkv::server::antientropy::wire::Reply::Trees(trees) = reply else {
+                anyhow::bail!("the node answered TREES with another step");
+            };
+            for tree in trees {
+                println!(
+                    "({:#018x}, {:#018x}] root {:016x} dirty {} {}",
+                    tree.start,
+                    tree.end,
+                    tree.root,
+                    tree.dirty,
+                    if tree.ready { "ready" } else { "building" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ping { target } => {
             let started = std::time::Instant::now();
             connect(&target)?.ping()?;
@@ -795,6 +920,13 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         hint_replay_bytes_per_sec: args
             .hint_replay_bytes_per_sec
             .unwrap_or(defaults.hint_replay_bytes_per_sec),
+        sync_interval_secs: args.sync_interval.unwrap_or(defaults.sync_interval_secs),
+        sync_scan_bytes_per_sec: args
+            .sync_scan_bytes_per_sec
+            .unwrap_or(defaults.sync_scan_bytes_per_sec),
+        sync_bytes_per_sec: args
+            .sync_bytes_per_sec
+            .unwrap_or(defaults.sync_bytes_per_sec),
         ..defaults
     };
     config.validate().map_err(anyhow::Error::msg)?;

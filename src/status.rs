@@ -2,7 +2,8 @@
 //! id, address, DC and rack, the node's failure-detector verdict on it (Up, Suspect,
 //! Down) and phi, how much data it stores (as gossip last carried it), its tokens, its
 //! effective ownership (the share of keys it holds a replica of), and the hints the
-//! node holds for it.
+//! node holds for it, when it last completed an anti-entropy sync with it and how
+//! many keys its syncs with it repaired.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -33,7 +34,7 @@ pub fn status(
     );
     let _ = writeln!(
         out,
-        "{:<18} {:<21} {:<14} {:<8} {:>6} {:>10} {:>6} {:>7} {:>8} {:>10}",
+        "{:<18} {:<21} {:<14} {:<8} {:>6} {:>10} {:>6} {:>7} {:>8} {:>10} {:>10} {:>9}",
         "node",
         "address",
         "dc/rack",
@@ -43,8 +44,11 @@ pub fn status(
         "tokens",
         "owns",
         "hints",
-        "hint data"
+        "hint data",
+        "last sync",
+        "repaired"
     );
+    let now_us = crate::version::now_us();
     for member in &view.members {
         let owns = ownership
             .iter()
@@ -57,7 +61,7 @@ pub fn status(
         };
         let _ = writeln!(
             out,
-            "{:<18} {:<21} {:<14} {:<8} {:>6} {:>10} {:>6} {:>6.1}% {:>8} {:>10}",
+            "{:<18} {:<21} {:<14} {:<8} {:>6} {:>10} {:>6} {:>6.1}% {:>8} {:>10} {:>10} {:>9}",
             format!("{:016x}", member.node_id),
             format!("{}:{}", member.host, member.port),
             format!("{}/{}", member.dc, member.rack),
@@ -68,6 +72,8 @@ pub fn status(
             owns * 100.0,
             member.hints,
             human_bytes(member.hint_bytes),
+            sync_age(member.node_id == view.observer, member.last_sync_us, now_us),
+            member.keys_repaired,
         );
     }
     if view.hints_dropped > 0 || view.hints_refused > 0 {
@@ -89,6 +95,22 @@ pub fn cluster_view(host: &str, port: u16, timeout: Duration) -> Result<ClusterV
     match (response.status, response.body) {
         (Status::Ok, ResponseBody::ClusterStatus { view }) => ClusterView::decode(&view),
         (status, _) => Err(format!("{status:?}: {}", response.message)),
+    }
+}
+
+/// How long ago a sync completed: `-` for the observer itself, `never`, or `12s ago`.
+fn sync_age(observer: bool, last_sync_us: u64, now_us: u64) -> String {
+    if observer {
+        return "-".into();
+    }
+    if last_sync_us == 0 {
+        return "never".into();
+    }
+    let secs = now_us.saturating_sub(last_sync_us) / 1_000_000;
+    match secs {
+        0..=119 => format!("{secs}s ago"),
+        120..=7199 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
     }
 }
 

@@ -275,6 +275,10 @@ pub struct PeerView {
     /// Hints the observer holds for this node (all shards), and their bytes.
     pub hints: u64,
     pub hint_bytes: u64,
+    /// When the observer last completed an anti-entropy sync with this node (µs since
+    /// the epoch; 0: never), and the keys its syncs with it repaired since it started.
+    pub last_sync_us: u64,
+    pub keys_repaired: u64,
 }
 
 /// A node's whole view, for `ringkv status`.

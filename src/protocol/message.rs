@@ -13,6 +13,9 @@
 //! HINT_WRITE     target u64 | key_len u16 | key | set_len u32 | version set
 //! CLUSTER_STATUS (empty)
 //! FAULT          spec_len u32 | fault spec (postcard)
+//! SYNC           shard u16 | body_len u32 | anti-entropy step (server::antientropy::wire)
+//! REPAIR         shard u16 (0xffff: every shard of the node)
+//! COMPACT        shard u16 (0xffff: every shard of the node)
 //! ```
 //!
 //! The level byte is the consistency (R or W) and, in bit 0x40, the quorum mode:
@@ -180,7 +183,23 @@ pub enum Request {
     Fault {
         spec: Bytes,
     },
+    /// One step of an anti-entropy exchange, for the peer's `shard`.
+    Sync {
+        shard: u16,
+        body: Bytes,
+    },
+    /// Run an anti-entropy round on `shard` now ([`REPAIR_ALL_SHARDS`]: every shard).
+    Repair {
+        shard: u16,
+    },
+    /// Flush and merge every table of `shard` ([`REPAIR_ALL_SHARDS`]: every shard).
+    Compact {
+        shard: u16,
+    },
 }
+
+/// REPAIR's shard for "every shard of the node".
+pub const REPAIR_ALL_SHARDS: u16 = u16::MAX;
 
 impl Request {
     /// The opcode this request is sent with.
@@ -198,6 +217,9 @@ impl Request {
             Request::HintWrite { .. } => opcode::HINT_WRITE,
             Request::ClusterStatus => opcode::CLUSTER_STATUS,
             Request::Fault { .. } => opcode::FAULT,
+            Request::Sync { .. } => opcode::SYNC,
+            Request::Repair { .. } => opcode::REPAIR,
+            Request::Compact { .. } => opcode::COMPACT,
         }
     }
 
@@ -245,6 +267,8 @@ impl Request {
                 check_set_len(versions.len(), limits)
             }
             Request::Fault { spec } => check_set_len(spec.len(), limits),
+            Request::Sync { body, .. } => check_set_len(body.len(), limits),
+            Request::Repair { .. } | Request::Compact { .. } => Ok(()),
         }
     }
 }
@@ -377,6 +401,21 @@ pub fn decode_request(
                 spec: reader.bytes(len, "fault spec")?,
             }
         }
+        opcode::SYNC => {
+            let shard = reader.u16("shard")?;
+            let len = reader.u32("body_len")? as usize;
+            check_set_len(len, limits)?;
+            Request::Sync {
+                shard,
+                body: reader.bytes(len, "sync body")?,
+            }
+        }
+        opcode::REPAIR => Request::Repair {
+            shard: reader.u16("shard")?,
+        },
+        opcode::COMPACT => Request::Compact {
+            shard: reader.u16("shard")?,
+        },
         other => {
             return Err(RequestError::bad_request(format!(
                 "unknown opcode 0x{other:02x}"
@@ -469,6 +508,13 @@ pub fn encode_request(request: &Request, request_id: u32, buf: &mut Vec<u8>) {
             put_bytes_u32(buf, versions, "version set");
         }
         Request::Fault { spec } => put_bytes_u32(buf, spec, "fault spec"),
+        Request::Sync { shard, body } => {
+            buf.extend_from_slice(&shard.to_le_bytes());
+            put_bytes_u32(buf, body, "sync body");
+        }
+        Request::Repair { shard } | Request::Compact { shard } => {
+            buf.extend_from_slice(&shard.to_le_bytes())
+        }
     }
     finish_frame(start, buf);
 }

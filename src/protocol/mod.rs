@@ -26,7 +26,7 @@
 //! applied. The internal (cluster) protocol will share the framing and arrives with
 //! replication.
 
-mod codec;
+pub(crate) mod codec;
 mod frame;
 mod message;
 pub mod resp;
@@ -45,6 +45,7 @@ pub use frame::{
 };
 pub use message::{
     decode_request, encode_request, level_from_u8, level_to_u8, Consistency, QuorumMode, Request,
+    REPAIR_ALL_SHARDS,
 };
 pub use response::{
     decode_response, encode_error_response, encode_get_response, encode_response,
@@ -81,6 +82,14 @@ pub mod opcode {
     pub const CLUSTER_STATUS: u8 = 0x25;
     /// Fault injection: drop or delay this node's internal traffic to chosen peers.
     pub const FAULT: u8 = 0x26;
+    /// Internal: one step of an anti-entropy exchange with a shard of a peer (compare
+    /// trees, list a leaf's keys, fetch sets); its body is drawn in docs/protocol.md.
+    pub const SYNC: u8 = 0x27;
+    /// Run an anti-entropy round now on one shard, or on every shard (`ringkv repair`).
+    pub const REPAIR: u8 = 0x28;
+    /// Flush the memtables and merge every table into one, on one shard or on every
+    /// shard (`ringkv admin compact`).
+    pub const COMPACT: u8 = 0x29;
     /// Set in every response opcode, so a response can never be taken for a request.
     pub const RESPONSE_BIT: u8 = 0x80;
     /// Opcode of the error frame sent when a header could not be parsed at all
@@ -107,6 +116,9 @@ pub mod opcode {
                 | HINT_WRITE
                 | CLUSTER_STATUS
                 | FAULT
+                | SYNC
+                | REPAIR
+                | COMPACT
         )
     }
 }

@@ -82,6 +82,10 @@ pub enum ResponseBody {
     NodeStatus { data_bytes: u64 },
     /// CLUSTER_STATUS with Ok: the node's view (`membership::ClusterView`, postcard).
     ClusterStatus { view: Bytes },
+    /// SYNC with Ok: the peer's step of the exchange (`server::antientropy::wire`).
+    Sync { body: Bytes },
+    /// REPAIR with Ok: what the round did (`server::antientropy::RepairReport`, postcard).
+    Repair { report: Bytes },
 }
 
 /// One sibling value of a GET answer.
@@ -103,6 +107,8 @@ enum PayloadKind {
     Members,
     NodeStatus,
     ClusterStatus,
+    Sync,
+    Repair,
 }
 
 /// The payload kind for an answer to `request_opcode` with `status`; `Err` when no
@@ -112,13 +118,20 @@ fn payload_kind(request_opcode: u8, status: Status) -> Result<PayloadKind, Strin
         (opcode::GET, Status::Ok | Status::NotFound) => Ok(PayloadKind::Get),
         (opcode::PUT | opcode::DELETE, Status::Ok) => Ok(PayloadKind::Written),
         (opcode::SHARD_MAP, Status::Ok) => Ok(PayloadKind::ShardMap),
-        (opcode::PING | opcode::REPLICA_WRITE | opcode::HINT_WRITE | opcode::FAULT, Status::Ok) => {
-            Ok(PayloadKind::Empty)
-        }
+        (
+            opcode::PING
+            | opcode::REPLICA_WRITE
+            | opcode::HINT_WRITE
+            | opcode::FAULT
+            | opcode::COMPACT,
+            Status::Ok,
+        ) => Ok(PayloadKind::Empty),
         (opcode::REPLICA_READ, Status::Ok) => Ok(PayloadKind::Versions),
         (opcode::MEMBERS, Status::Ok) => Ok(PayloadKind::Members),
         (opcode::NODE_STATUS, Status::Ok) => Ok(PayloadKind::NodeStatus),
         (opcode::CLUSTER_STATUS, Status::Ok) => Ok(PayloadKind::ClusterStatus),
+        (opcode::SYNC, Status::Ok) => Ok(PayloadKind::Sync),
+        (opcode::REPAIR, Status::Ok) => Ok(PayloadKind::Repair),
         (other, Status::Ok) => Err(format!("status Ok answering unknown opcode 0x{other:02x}")),
         _ => Ok(PayloadKind::Empty),
     }
@@ -135,6 +148,8 @@ impl ResponseBody {
             ResponseBody::Members { .. } => PayloadKind::Members,
             ResponseBody::NodeStatus { .. } => PayloadKind::NodeStatus,
             ResponseBody::ClusterStatus { .. } => PayloadKind::ClusterStatus,
+            ResponseBody::Sync { .. } => PayloadKind::Sync,
+            ResponseBody::Repair { .. } => PayloadKind::Repair,
         }
     }
 }
@@ -218,6 +233,8 @@ pub fn encode_response(
         ResponseBody::Members { table } => put_bytes_u32(buf, table, "member table"),
         ResponseBody::NodeStatus { data_bytes } => put_u64(buf, *data_bytes),
         ResponseBody::ClusterStatus { view } => put_bytes_u32(buf, view, "cluster view"),
+        ResponseBody::Sync { body } => put_bytes_u32(buf, body, "sync body"),
+        ResponseBody::Repair { report } => put_bytes_u32(buf, report, "repair report"),
     }
     finish_frame(start, buf);
 }
@@ -319,6 +336,18 @@ pub fn decode_response(
             let len = reader.u32("view_len")? as usize;
             ResponseBody::ClusterStatus {
                 view: reader.bytes(len, "cluster view")?,
+            }
+        }
+        PayloadKind::Sync => {
+            let len = reader.u32("body_len")? as usize;
+            ResponseBody::Sync {
+                body: reader.bytes(len, "sync body")?,
+            }
+        }
+        PayloadKind::Repair => {
+            let len = reader.u32("report_len")? as usize;
+            ResponseBody::Repair {
+                report: reader.bytes(len, "repair report")?,
             }
         }
     };

@@ -94,6 +94,9 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
         }),
         Just(Request::ClusterStatus),
         arb_value().prop_map(|spec| Request::Fault { spec }),
+        (any::<u16>(), arb_value()).prop_map(|(shard, body)| Request::Sync { shard, body }),
+        any::<u16>().prop_map(|shard| Request::Repair { shard }),
+        any::<u16>().prop_map(|shard| Request::Compact { shard }),
         (arb_key(), arb_value())
             .prop_map(|(key, versions)| Request::ReplicaWrite { key, versions }),
         arb_key().prop_map(|key| Request::ReplicaRead { key }),
@@ -195,6 +198,14 @@ pub(crate) fn arb_response() -> impl Strategy<Value = (u8, Response)> {
                 ok(message, ResponseBody::ClusterStatus { view }),
             )
         }),
+        (arb_message(), arb_value()).prop_map(move |(message, body)| (
+            opcode::SYNC,
+            ok(message, ResponseBody::Sync { body })
+        )),
+        (arb_message(), arb_value()).prop_map(move |(message, report)| {
+            (opcode::REPAIR, ok(message, ResponseBody::Repair { report }))
+        }),
+        arb_message().prop_map(move |message| (opcode::COMPACT, ok(message, ResponseBody::Empty))),
         (arb_message(), any::<u64>()).prop_map(move |(message, data_bytes)| {
             (
                 opcode::NODE_STATUS,

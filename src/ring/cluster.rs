@@ -136,6 +136,25 @@ impl Ring {
         &self.lists[self.vnodes.owner_index(token)]
     }
 
+    /// How many vnode ranges the ring has (one per token).
+    pub fn range_count(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// Vnode range `index`: tokens `(start, end]` (the previous vnode's token and its
+    /// own; `start == end` for a ring of one vnode) and its preference list.
+    pub fn range(&self, index: usize) -> (Token, Token, &[Replica]) {
+        let vnodes = self.vnodes.vnodes();
+        let end = vnodes[index].0;
+        let start = vnodes[(index + vnodes.len() - 1) % vnodes.len()].0;
+        (start, end, &self.lists[index])
+    }
+
+    /// The index of the vnode range holding `token`.
+    pub fn range_index(&self, token: Token) -> usize {
+        self.vnodes.owner_index(token)
+    }
+
     /// The replicas of `key`.
     pub fn replicas_of_key(&self, key: &[u8]) -> &[Replica] {
         self.preference_list(super::token(key))

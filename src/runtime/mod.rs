@@ -52,6 +52,11 @@ pub enum ShardMsg {
         shard: usize,
         report: crate::server::control::HintReport,
     },
+    /// To shard 0: what shard `shard`'s anti-entropy syncs did, per peer.
+    Syncs {
+        shard: usize,
+        peers: Vec<(u64, crate::server::antientropy::PeerSync)>,
+    },
     /// Stop serving, make the commit log durable, and end the executor.
     Shutdown,
 }

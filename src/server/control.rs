@@ -62,6 +62,8 @@ pub struct Control {
     rng: RefCell<StdRng>,
     rounds: Cell<u64>,
     hints: RefCell<BTreeMap<usize, HintReport>>,
+    /// Per shard, what its syncs did with each peer.
+    syncs: RefCell<BTreeMap<usize, Vec<(NodeId, super::antientropy::PeerSync)>>>,
 }
 
 impl Control {
@@ -85,6 +87,7 @@ impl Control {
             rng: RefCell::new(StdRng::seed_from_u64(me.node_id ^ me.generation)),
             rounds: Cell::new(0),
             hints: RefCell::default(),
+            syncs: RefCell::default(),
             table: RefCell::new(MemberTable::default()),
             me,
             seeds: seeds.iter().filter_map(|s| parse_addr(s).ok()).collect(),
@@ -264,6 +267,11 @@ impl Control {
         self.hints.borrow_mut().insert(shard, report);
     }
 
+    /// What a shard's syncs did, per peer.
+    pub fn sync_report(&self, shard: usize, peers: Vec<(NodeId, super::antientropy::PeerSync)>) {
+        self.syncs.borrow_mut().insert(shard, peers);
+    }
+
     /// The node's whole view, for CLUSTER_STATUS.
     pub fn view(&self) -> ClusterView {
         let now = now_us();
@@ -278,12 +286,22 @@ impl Control {
                 entry.1 += bytes;
             }
         }
+        let mut synced: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+        for peers in self.syncs.borrow().values() {
+            for (node, sync) in peers {
+                let entry = synced.entry(*node).or_default();
+                entry.0 = entry.0.max(sync.last_sync_us);
+                entry.1 += sync.keys_repaired;
+            }
+        }
         let members = self
             .table
             .borrow()
             .members()
             .map(|m| {
                 let me = m.node_id == self.me.node_id;
+                let (last_sync_us, keys_repaired) =
+                    synced.get(&m.node_id).copied().unwrap_or_default();
                 let (hints, hint_bytes) = pending.get(&m.node_id).copied().unwrap_or_default();
                 PeerView {
                     node_id: m.node_id,
@@ -310,6 +328,8 @@ impl Control {
                     load_bytes: loads.get(&m.node_id).map(|&(_, bytes)| bytes),
                     hints,
                     hint_bytes,
+                    last_sync_us,
+                    keys_repaired,
                 }
             })
             .collect();

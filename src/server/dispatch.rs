@@ -47,6 +47,17 @@ pub fn route(shard: &Shard, request: &Request) -> Route {
         Request::Members { .. } | Request::ClusterStatus | Request::Fault { .. } => {
             return Route::Shard(0)
         }
+        // Steps name the shard whose trees they compare; a bad one is refused there.
+        Request::Sync { shard: to, .. }
+        | Request::Repair { shard: to }
+        | Request::Compact { shard: to } => {
+            let to = usize::from(*to);
+            return if to != shard.id && to < shard.peers.len() {
+                Route::Shard(to)
+            } else {
+                Route::Here
+            };
+        }
     };
     let owner = *shard.shard_map.owner_of_key(key) as usize;
     if owner == shard.id {
@@ -73,7 +84,10 @@ pub fn answers_at_once(shard: &Shard, request: &Request) -> bool {
         | Request::Delete { .. }
         | Request::ReplicaWrite { .. }
         | Request::HintWrite { .. }
-        | Request::NodeStatus => false,
+        | Request::NodeStatus
+        | Request::Sync { .. }
+        | Request::Repair { .. }
+        | Request::Compact { .. } => false,
     }
 }
 
@@ -164,8 +178,11 @@ pub fn answer_at_once(
         | Request::Delete { .. }
         | Request::ReplicaWrite { .. }
         | Request::HintWrite { .. }
-        | Request::NodeStatus => {
-            unreachable!("a write or a disk walk is never answered at once")
+        | Request::NodeStatus
+        | Request::Sync { .. }
+        | Request::Repair { .. }
+        | Request::Compact { .. } => {
+            unreachable!("a write, a sync or a disk walk is never answered at once")
         }
     }
 }
@@ -230,8 +247,79 @@ pub async fn execute_local(
             let body = ResponseBody::NodeStatus { data_bytes };
             encode_response(opcode, request_id, &Response::ok(body), out);
         }
+        Request::Sync { shard: to, body } => {
+            if usize::from(to) != shard.id {
+                let message = format!("no shard {to} on this node");
+                encode_error_response(opcode, request_id, Status::BadRequest, &message, out);
+                return;
+            }
+            match super::antientropy::answer(shard, body).await {
+                Ok(body) => {
+                    let body = ResponseBody::Sync { body: body.into() };
+                    encode_response(opcode, request_id, &Response::ok(body), out);
+                }
+                Err((status, message)) => {
+                    encode_error_response(opcode, request_id, status, &message, out)
+                }
+            }
+        }
+        Request::Repair { shard: to } => {
+            let all = to == crate::protocol::REPAIR_ALL_SHARDS;
+            if !all && usize::from(to) >= shard.peers.len() {
+                let message = format!("no shard {to} on this node");
+                encode_error_response(opcode, request_id, Status::BadRequest, &message, out);
+                return;
+            }
+            let report = super::antientropy::repair(shard, to).await;
+            let body = ResponseBody::Repair {
+                report: report.encode().into(),
+            };
+            encode_response(opcode, request_id, &Response::ok(body), out);
+        }
+        Request::Compact { shard: to } => {
+            let all = to == crate::protocol::REPAIR_ALL_SHARDS;
+            let result = if all {
+                compact_every_shard(shard).await
+            } else if usize::from(to) == shard.id {
+                compact_here(shard).await
+            } else {
+                Err(format!("no shard {to} on this node"))
+            };
+            match result {
+                Ok(()) => {
+                    encode_response(opcode, request_id, &Response::ok(ResponseBody::Empty), out)
+                }
+                Err(message) => {
+                    encode_error_response(opcode, request_id, Status::Unavailable, &message, out)
+                }
+            }
+        }
         other => answer_at_once(shard, request_id, opcode, &other, out),
     }
+}
+
+/// COMPACT on this shard: flush the memtables, then merge every table into one.
+async fn compact_here(shard: &Shard) -> Result<(), String> {
+    let e = |e: crate::storage::StorageError| format!("shard {}: {e}", shard.id);
+    shard.engine.flush().await.map_err(e)?;
+    shard.engine.compact_all().await.map_err(e)
+}
+
+/// COMPACT on every shard of the node, one after another.
+async fn compact_every_shard(shard: &Rc<Shard>) -> Result<(), String> {
+    for s in 0..shard.peers.len() {
+        if s == shard.id {
+            compact_here(shard).await?;
+            continue;
+        }
+        let request = Request::Compact { shard: s as u16 };
+        let opcode = request.opcode();
+        let response = decode_own_frame(forward(shard, s, 0, opcode, request).await, opcode);
+        if response.status != Status::Ok {
+            return Err(response.message);
+        }
+    }
+    Ok(())
 }
 
 /// Runs `request` as a binary-protocol connection runs it (a shard permit, then here
@@ -276,7 +364,7 @@ pub async fn write(shard: &Rc<Shard>, request: Request) -> coordinator::Written 
 
 /// Decodes a response frame this node encoded; one that does not decode is a bug,
 /// answered as Internal rather than taking the shard down.
-fn decode_own_frame(frame: Vec<u8>, opcode: u8) -> Response {
+pub(super) fn decode_own_frame(frame: Vec<u8>, opcode: u8) -> Response {
     let mut frame = Bytes::from(frame);
     let decoded = frame
         .first_chunk::<HEADER_LEN>()

@@ -8,6 +8,7 @@
 //! With `--resp-port`, every shard also accepts Redis-protocol connections there
 //! ([`resp`]), whose commands run through the same dispatch.
 
+pub mod antientropy;
 pub mod connection;
 pub mod control;
 pub mod coordinator;
@@ -61,6 +62,8 @@ pub struct Shard {
     health: RefCell<Arc<Health>>,
     /// This shard's hints for other nodes, and their replay.
     pub handoff: handoff::Handoff,
+    /// This shard's Merkle trees and syncs with the other replicas.
+    pub antientropy: antientropy::AntiEntropy,
     /// Connections to other nodes' shards.
     pub net: peers::Peers,
     /// The control plane, on shard 0 only.
@@ -131,6 +134,17 @@ pub async fn run_shard(setup: ShardSetup) {
         snapshot.clone(),
         prune_clocks_after,
     ));
+    let antientropy = antientropy::AntiEntropy::new(
+        crate::ring::cluster::Replica {
+            node_id: meta.node_id,
+            shard: id as u16,
+        },
+        config.sync(),
+        snapshot.borrow().clone(),
+        config.limits().key_bytes_max as usize,
+    );
+    engine.set_change_hook(antientropy.change_hook());
+    engine.set_purge_rule(antientropy.purge_rule());
     let shard = Rc::new(Shard {
         id,
         node_id: meta.node_id,
@@ -144,6 +158,7 @@ pub async fn run_shard(setup: ShardSetup) {
         snapshot: snapshot.clone(),
         health: RefCell::default(),
         handoff,
+        antientropy,
         net: peers::Peers::default(),
         control: control.map(|joined| {
             control::Control::new(
@@ -200,6 +215,13 @@ pub async fn run_shard(setup: ShardSetup) {
                 "hint replay",
             );
             let _ = glommio::spawn_local_into(handoff::replay(shard.clone()), replay)
+                .map(|task| task.detach());
+            let sync = glommio::executor().create_task_queue(
+                Shares::Static(100),
+                Latency::NotImportant,
+                "anti-entropy",
+            );
+            let _ = glommio::spawn_local_into(antientropy::run(shard.clone()), sync)
                 .map(|task| task.detach());
         })
         .detach();
@@ -299,6 +321,11 @@ async fn serve_inbox(shard: &Rc<Shard>, inbox: flume::Receiver<ShardMsg>, livene
             } => {
                 if let Some(control) = &shard.control {
                     control.hint_report(from, report);
+                }
+            }
+            ShardMsg::Syncs { shard: from, peers } => {
+                if let Some(control) = &shard.control {
+                    control.sync_report(from, peers);
                 }
             }
             ShardMsg::Shutdown => return,

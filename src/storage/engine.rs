@@ -75,6 +75,31 @@ use tables::Tables;
 /// ([`Engine::set_clock_pruning`]).
 pub type ClockPruning = Box<dyn Fn(&[u8], &mut VersionSet) -> usize>;
 
+/// What happened to a key's stored set, for whoever keeps a digest of the shard (the
+/// anti-entropy trees, [`Engine::set_change_hook`]).
+#[derive(Debug)]
+pub enum KeyChange<'a> {
+    /// A write or a merge made `new` the key's set, as its record was queued.
+    /// `contribution` is `antientropy::contribution` of it (hashed from the record's
+    /// payload); `old` that of the set it replaced (`Some(None)`: the key was absent),
+    /// or `None` when the write did not read it (a blind `lww` write).
+    Written {
+        old: Option<Option<u64>>,
+        new: &'a VersionSet,
+        contribution: u64,
+    },
+    /// A flush or compaction rewrote the key's stored set (dropped clock entries, or
+    /// purged it): its contribution is no longer known.
+    Rewritten,
+}
+
+/// Told of every [`KeyChange`] ([`Engine::set_change_hook`]).
+pub type ChangeHook = Box<dyn Fn(&[u8], KeyChange<'_>)>;
+
+/// Whether compaction may drop a deleted key whose tombstones are past `gc_grace`
+/// ([`Engine::set_purge_rule`]): the proof that every replica holds the delete.
+pub type PurgeRule = Box<dyn Fn(&[u8], &VersionSet) -> bool>;
+
 /// Commit-log record kind of a key's new version set.
 pub const RECORD_PUT: u8 = 1;
 
@@ -188,6 +213,10 @@ struct Core {
     tables_failed: RefCell<Option<String>>,
     /// Applied to every set a flush or compaction writes ([`Engine::set_clock_pruning`]).
     clock_pruning: RefCell<Option<ClockPruning>>,
+    /// Told of every change to a key's set ([`Engine::set_change_hook`]).
+    change_hook: RefCell<Option<ChangeHook>>,
+    /// Asked before compaction drops a deleted key ([`Engine::set_purge_rule`]).
+    purge_rule: RefCell<Option<PurgeRule>>,
     /// One compaction at a time (the job and [`Engine::compact_all`]).
     compaction_lock: glommio::sync::Semaphore,
     stats: Cell<EngineStats>,
@@ -308,6 +337,8 @@ impl Engine {
             flush_error: RefCell::new(None),
             tables_failed: RefCell::new(None),
             clock_pruning: RefCell::new(None),
+            change_hook: RefCell::new(None),
+            purge_rule: RefCell::new(None),
             compaction_lock: glommio::sync::Semaphore::new(1),
             stats: Cell::new(EngineStats::default()),
             background: queue,
@@ -427,7 +458,13 @@ impl Engine {
             let versions = VersionSet::last_write(1, versioned);
             core.check_storable(&key, &versions)?;
             return core
-                .log_and_apply(key, versions, Queued::Stamped { timestamp_us }, outcome)
+                .log_and_apply(
+                    key,
+                    versions,
+                    Queued::Stamped { timestamp_us },
+                    None,
+                    outcome,
+                )
                 .await;
         }
         let guard = core.locks.lock(&key).await;
@@ -438,6 +475,7 @@ impl Engine {
         let node_id = core.node_id;
         let versions = core
             .build_on_stored(&key, |stored, _| {
+                let old = core.old_contribution(&key, stored);
                 let stored_context;
                 let context = match seen {
                     Some(context) => context,
@@ -446,13 +484,15 @@ impl Engine {
                         &stored_context
                     }
                 };
-                VersionSet::coordinate(stored, context, versioned, node_id, fresh)
+                let new = VersionSet::coordinate(stored, context, versioned, node_id, fresh);
+                (old, new)
             })
             .await?;
+        let (old, versions) = versions;
         core.clock
             .set(core.clock.get().max(versions.counter_of(core.node_id)));
         core.check_storable(&key, &versions)?;
-        core.log_and_apply(key, versions, Queued::Held(guard), outcome)
+        core.log_and_apply(key, versions, Queued::Held(guard), old, outcome)
             .await
     }
 
@@ -489,8 +529,49 @@ impl Engine {
             return Ok(stored);
         }
         core.check_storable(&key, &merged)?;
-        core.log_and_apply(key, merged, Queued::Held(guard), VersionSet::clone)
+        let old = core.old_contribution(&key, &stored);
+        core.log_and_apply(key, merged, Queued::Held(guard), old, VersionSet::clone)
             .await
+    }
+
+    /// Every key `wanted` accepts with its set as a read would see it (the newest
+    /// memtable holding the key, else the merge over the tables), in key order, as of
+    /// the moment the scan starts: the memtables' matching keys are copied and the live
+    /// tables chosen in one synchronous step. Reads tables at most `bytes_per_sec` (0: no
+    /// limit) in the caller's task queue. For anti-entropy's leaf listings and tree
+    /// builds; writes during the scan are not seen.
+    pub async fn scan(
+        &self,
+        wanted: &dyn Fn(&[u8]) -> bool,
+        bytes_per_sec: u64,
+        mut visit: impl FnMut(&Bytes, &VersionSet),
+    ) -> Result<(), StorageError> {
+        let core = &self.core;
+        let mut memory = std::collections::BTreeMap::new();
+        core.memory.for_each_newest(|key, versions| {
+            if wanted(key) && !memory.contains_key(key) {
+                memory.insert(key.clone(), versions.clone());
+            }
+        });
+        let mut memory = memory.into_iter().peekable();
+        jobs::scan_tables(core, wanted, bytes_per_sec, |key, versions| {
+            while let Some((first, _)) = memory.peek() {
+                if *first > key {
+                    break;
+                }
+                let (first, newer) = memory.next().expect("peeked");
+                visit(&first, &newer);
+                if first == key {
+                    return;
+                }
+            }
+            visit(&key, &versions);
+        })
+        .await?;
+        for (key, versions) in memory {
+            visit(&key, &versions);
+        }
+        Ok(())
     }
 
     /// Seals the active memtable (if it holds anything) and waits until every sealed
@@ -577,6 +658,21 @@ impl Engine {
         *self.core.clock_pruning.borrow_mut() = Some(rule);
     }
 
+    /// Installs the hook told of every change to a key's set ([`KeyChange`]), in the
+    /// synchronous step that makes the change: as a write's record is queued (before it
+    /// is durable: a write whose fdatasync fails was still reported), or as a flush or
+    /// compaction rewrites the key. The hook must not call back into the engine.
+    pub fn set_change_hook(&self, hook: ChangeHook) {
+        *self.core.change_hook.borrow_mut() = Some(hook);
+    }
+
+    /// Installs the rule compaction asks before it drops a deleted key past `gc_grace`
+    /// (`compaction::merge::purgeable`'s `replicas_confirmed`). Without one, a key is
+    /// dropped on time alone: right only on a node whose copy is the only one.
+    pub fn set_purge_rule(&self, rule: PurgeRule) {
+        *self.core.purge_rule.borrow_mut() = Some(rule);
+    }
+
     /// Stops the jobs (a running flush or compaction finishes first), makes everything
     /// queued durable and stops the log writer. Sealed memtables are not flushed: their
     /// records are in the log, which the next start replays.
@@ -605,9 +701,12 @@ impl Core {
         key: Bytes,
         mut versions: VersionSet,
         queued: Queued,
+        old: Option<Option<u64>>,
         outcome: impl FnOnce(&VersionSet) -> R,
     ) -> Result<R, StorageError> {
         let payload_len = 2 + key.len() + versions.encoded_len();
+        let hooked = self.change_hook.borrow().is_some();
+        let mut contribution = 0;
         let (guard, stamp) = match queued {
             Queued::Held(guard) => (Some(guard), None),
             Queued::Stamped { timestamp_us } => (None, Some(timestamp_us)),
@@ -618,11 +717,23 @@ impl Core {
                 if let Some(timestamp_us) = stamp {
                     versions.set_last_write_clock(self.tick(timestamp_us));
                 }
+                let start = payload.len();
                 encode_put(&key, &versions, payload);
+                if hooked {
+                    contribution = crate::antientropy::contribution_of_payload(&payload[start..]);
+                }
             })
             .await?;
         // The set is final now (logged, clock stamped).
         let outcome = outcome(&versions);
+        if let Some(hook) = &*self.change_hook.borrow() {
+            let change = KeyChange::Written {
+                old,
+                new: &versions,
+                contribution,
+            };
+            hook(&key, change);
+        }
         // Same poll as the append: the record belongs to the generation active now (a
         // seal rolls the log in one step with it, see `Core::seal_if_full`).
         let generation = self.memory.active();
@@ -666,6 +777,34 @@ impl Core {
         let next = timestamp_us.max(self.clock.get() + 1);
         self.clock.set(next);
         next
+    }
+
+    /// The contribution of `stored`, the set a write under the key's lock builds on
+    /// (`Some(None)`: the key is absent), when a change hook wants it.
+    fn old_contribution(&self, key: &[u8], stored: &VersionSet) -> Option<Option<u64>> {
+        if self.change_hook.borrow().is_none() {
+            return None;
+        }
+        if stored.is_empty() {
+            return Some(None);
+        }
+        Some(Some(crate::antientropy::contribution(key, stored)))
+    }
+
+    /// Tells the change hook, if any, that a flush or compaction rewrote `key`.
+    fn rewritten(&self, key: &[u8]) {
+        if let Some(hook) = &*self.change_hook.borrow() {
+            hook(key, KeyChange::Rewritten);
+        }
+    }
+
+    /// Whether compaction may drop `key`'s deleted set: the purge rule's answer, or yes
+    /// without one (a single node holds the only copy).
+    fn may_purge(&self, key: &[u8], versions: &VersionSet) -> bool {
+        match &*self.purge_rule.borrow() {
+            Some(rule) => rule(key, versions),
+            None => true,
+        }
     }
 
     /// What a write under the key's lock builds on, with its log ticket: the set a write
@@ -809,6 +948,7 @@ impl Core {
         };
         if dropped > 0 {
             self.update_stats(|s| s.clock_entries_pruned += dropped as u64);
+            self.rewritten(key);
         }
     }
 

@@ -195,9 +195,12 @@ pub async fn compact(core: &Rc<Core>, ids: Option<Vec<u64>>) -> Result<(), Stora
         &pace,
         |key, versions| {
             let purge = purgeable(versions, now_us, core.gc_grace_us, true)
-                && !others.iter().any(|t| may_hold(t, key));
+                && !others.iter().any(|t| may_hold(t, key))
+                && core.may_purge(key, versions);
             purged += u64::from(purge);
-            if !purge {
+            if purge {
+                core.rewritten(key);
+            } else {
                 core.prune_clock(key, versions);
             }
             !purge
@@ -243,10 +246,11 @@ async fn merge_into(
 ) -> Result<(), StorageError> {
     let buffers: Vec<Buffer> = inputs.iter().map(|_| Buffer::default()).collect();
     let mut scans: Vec<Option<TableIter<'_>>> = inputs.iter().map(|t| Some(t.iter())).collect();
-    refill(inputs, &mut scans, &buffers, pace).await?;
+    let every = |_: &[u8]| true;
+    refill(inputs, &mut scans, &buffers, pace, &every).await?;
     let mut merge = MergeIter::new(buffers.clone());
     loop {
-        refill(inputs, &mut scans, &buffers, pace).await?;
+        refill(inputs, &mut scans, &buffers, pace, &every).await?;
         let Some((key, mut versions)) = merge.next() else {
             return Ok(());
         };
@@ -272,12 +276,14 @@ impl Iterator for Buffer {
     }
 }
 
-/// Reads the next block of every input whose buffer is empty and that has blocks left.
+/// Reads the next block of every input whose buffer is empty and that has blocks left,
+/// decoding the entries whose key `wanted` accepts.
 async fn refill(
     inputs: &[Rc<Table>],
     scans: &mut [Option<TableIter<'_>>],
     buffers: &[Buffer],
     pace: &Pace<impl Fn() -> bool>,
+    wanted: &dyn Fn(&[u8]) -> bool,
 ) -> Result<(), StorageError> {
     for (i, scan) in scans.iter_mut().enumerate() {
         while buffers[i].0.borrow().is_empty() {
@@ -288,6 +294,9 @@ async fn refill(
                     pace.wait(bytes as u64).await;
                     let mut buffer = buffers[i].0.borrow_mut();
                     for (key, bytes) in entries {
+                        if !wanted(&key) {
+                            continue;
+                        }
                         let versions = decode_versions(&inputs[i], &key, &bytes)?;
                         buffer.push_back((key, versions));
                     }
@@ -297,6 +306,37 @@ async fn refill(
         }
     }
     Ok(())
+}
+
+/// Every key of the live tables that `wanted` accepts, with its set merged over the
+/// tables, in key order: `visit` sees each once. Reads the tables a block at a time at
+/// most `bytes_per_sec` (0: no limit). The tables are the ones live when the scan
+/// starts; a compaction that replaces them meanwhile leaves their files readable
+/// (open handles), so the scan sees one consistent set of tables.
+pub async fn scan_tables(
+    core: &Rc<Core>,
+    wanted: &dyn Fn(&[u8]) -> bool,
+    bytes_per_sec: u64,
+    mut visit: impl FnMut(Bytes, VersionSet),
+) -> Result<(), StorageError> {
+    let ids: Vec<u64> = core.tables.metas().iter().map(|t| t.id).collect();
+    let inputs = core.tables.by_ids(&ids);
+    let buffers: Vec<Buffer> = inputs.iter().map(|_| Buffer::default()).collect();
+    let mut scans: Vec<Option<TableIter<'_>>> = inputs.iter().map(|t| Some(t.iter())).collect();
+    let pace = Pace::new(bytes_per_sec, || false);
+    refill(&inputs, &mut scans, &buffers, &pace, wanted).await?;
+    let mut merge = MergeIter::new(buffers.clone());
+    loop {
+        refill(&inputs, &mut scans, &buffers, &pace, wanted).await?;
+        let Some((key, versions)) = merge.next() else {
+            return Ok(());
+        };
+        visit(key, versions);
+        glommio::yield_if_needed().await;
+        if core.closing.get() {
+            return Err(StorageError::Log(super::super::commitlog::LogError::Closed));
+        }
+    }
 }
 
 /// Keeps a compaction's reading at `bytes_per_sec` (entry bytes, before compression):

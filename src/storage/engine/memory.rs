@@ -76,6 +76,18 @@ impl Memory {
         None
     }
 
+    /// Every key of every generation, newest generation first (a key in two is seen
+    /// twice, the newest copy first).
+    pub fn for_each_newest(&self, mut f: impl FnMut(&bytes::Bytes, &VersionSet)) {
+        let active = self.active.borrow();
+        let sealed = self.sealed.borrow();
+        for generation in std::iter::once(&*active).chain(sealed.iter().rev()) {
+            for (key, versions) in generation.table.borrow().iter() {
+                f(key, versions);
+            }
+        }
+    }
+
     /// The key's set in the newest generation that holds it.
     pub fn get(&self, key: &[u8]) -> Option<VersionSet> {
         self.find(key, VersionSet::clone)

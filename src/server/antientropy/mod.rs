@@ -1,0 +1,1097 @@
+//! Anti-entropy, the do half: the shard's Merkle trees kept current by the engine, the
+//! background sync with the other replicas of each range, `ringkv repair`, and the
+//! proof that lets compaction drop a tombstone. The decisions (trees, comparison, key
+//! diff) are `crate::antientropy`'s; this module moves bytes and keeps the state.
+//!
+//! # Trees
+//!
+//! One tree per vnode range this shard replicates under the current ring ([`Trees`]).
+//! The engine reports every change to a key's set ([`KeyChange`]): a write or merge
+//! that read the old set moves the key's leaf by `new - old` in O(1); a blind `lww`
+//! write, a flush's clock pruning or a compaction's purge marks the leaf dirty, so that
+//! the next sync lists it from storage and rebuilds it. At start-up, and when a ring
+//! change moves this shard's ranges, one scan of the shard builds the trees in the
+//! background; writes during the scan mark their leaves dirty, and until the scan ends
+//! the shard neither starts nor accepts syncs.
+//!
+//! # A sync (initiator side, [`sync_range`])
+//!
+//! 1. Compare: snapshot the range's tree, run `antientropy::Session` over SYNC frames
+//!    (COMPARE steps) until the differing leaves are known. Equal trees: one round
+//!    trip.
+//! 2. List: both sides scan storage once for the keys of the differing leaves (the peer
+//!    on a LIST step, paged back), and rebuild those leaves from what they listed (a
+//!    leaf written meanwhile is left for the next sync).
+//! 3. Repair: `diff_keys` says which keys differ. This side pushes its sets as
+//!    REPLICA_WRITEs, and FETCHes the peer's sets and merges them. A key that differs
+//!    on both sides moves both ways; after the merge both hold the same set.
+//! 4. End: END with `complete` when every push and merge succeeded. Only then do both
+//!    sides record the sync ([`Range::synced`]) for the proof below.
+//!
+//! Scans read at most `--sync-scan-bytes-per-sec`, pushes and fetches move at most
+//! `--sync-bytes-per-sec`, all in a task queue with a tenth of the shares requests get.
+//!
+//! # Tombstones are dropped by proof ([`AntiEntropy::proven`])
+//!
+//! Compaction may drop a deleted key past `--gc-grace` only when every other replica
+//! of its range is known to hold the delete (or something newer). A complete sync with
+//! a peer, begun at time `T`, proves that the peer holds every set this shard held at
+//! `T`: equal leaves hold equal sets, and differing ones were pushed. So the shard keeps,
+//! per group of 64 leaves, the second the latest tombstone arrived there (start-up
+//! counts as the arrival of everything stored), and a tombstone is proven once every
+//! peer's last complete sync began after that. Nothing is dropped on time alone.
+//!
+//! A replica that purged a key and one that still holds its tombstone differ; without
+//! care the tombstone would travel back, be stored anew and wait for proof again. So a
+//! side that may itself drop a tombstone (past grace and proven) does not send it to a
+//! peer that holds no copy of the key at all: not in a push, not in a FETCH answer.
+//!
+//! # Not done
+//!
+//! Keys of a leaf are listed by scanning the shard (storage is sorted by key, not
+//! token): one scan per differing range per sync, paced. Incoming sets are merged as
+//! they come (clock pruning applies later, on the way into a table), so a replica that
+//! pruned an entry gets it back until its peers prune it too.
+
+pub mod wire;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::antientropy::{
+    contribution, decode, diff_keys, encode, KeyDigest, Limits, MerkleTree, Message, Refuse,
+    RefuseReason, Session, Shape, TokenRange,
+};
+use crate::membership::Snapshot;
+use crate::protocol::{Request, ResponseBody, Status};
+use crate::ring::cluster::{NodeId, Replica};
+use crate::ring::Token;
+use crate::runtime::ShardMsg;
+use crate::storage::engine::{ChangeHook, KeyChange, PurgeRule};
+use crate::version::{now_us, VersionSet};
+use wire::{Reply, Step, StepRequest, TreeInfo};
+
+use super::Shard;
+
+/// Leaves per tombstone-arrival group: `2^(depth - GROUP_LEVEL)`.
+const GROUP_LEVEL: u8 = 8;
+/// Most comparisons one shard answers at once; more are refused as busy.
+const SESSIONS_MAX: usize = 8;
+/// A responder's session nobody stepped for this long is dropped.
+const SESSION_IDLE: Duration = Duration::from_secs(60);
+/// Bytes of keys one LIST page carries, of sets one FETCH answer carries.
+const PAGE_BYTES: usize = 256 << 10;
+/// Keys one FETCH asks for.
+const FETCH_KEYS: usize = 64;
+/// Pushes in flight at once.
+const PUSH_WINDOW: usize = 16;
+
+/// How the shard syncs (`ServerConfig`'s `--sync-*` and `--gc-grace`).
+#[derive(Clone, Copy, Debug)]
+pub struct SyncConfig {
+    /// Between two periodic rounds (`None`: only `ringkv repair`).
+    pub interval: Option<Duration>,
+    pub scan_bytes_per_sec: u64,
+    pub transfer_bytes_per_sec: u64,
+    pub gc_grace_us: u64,
+    pub depth: u8,
+}
+
+/// One vnode range this shard replicates.
+struct Range {
+    range: TokenRange,
+    /// The other replicas of the range.
+    peers: Vec<Replica>,
+    tree: MerkleTree,
+    /// Per group of leaves: the second (since the epoch) the latest tombstone-only set
+    /// arrived there.
+    tombstones: Vec<u32>,
+    /// Per peer: when the last complete sync with it began (µs since the epoch).
+    synced: BTreeMap<NodeId, u64>,
+}
+
+impl Range {
+    fn group_of(&self, token: Token) -> usize {
+        let level = GROUP_LEVEL.min(self.tree.shape().depth);
+        self.tree.shape().node_of(token, level).unwrap_or(0) as usize
+    }
+
+    /// Whether every peer completed a sync that began after the latest tombstone of
+    /// `token`'s group arrived.
+    fn proven(&self, token: Token) -> bool {
+        let arrived_by_us = (u64::from(self.tombstones[self.group_of(token)]) + 1) * 1_000_000;
+        self.peers.iter().all(|p| {
+            self.synced
+                .get(&p.node_id)
+                .is_some_and(|&t| t > arrived_by_us)
+        })
+    }
+}
+
+/// The shard's trees under one ring snapshot.
+struct Trees {
+    snapshot: Arc<Snapshot>,
+    /// Bumped on every rebuild: a listing begun on older trees does not touch newer ones.
+    generation: u64,
+    /// Ring range index → index in `ranges`.
+    slot_of: AHashMap<usize, usize>,
+    ranges: Vec<Range>,
+    /// A build scan runs: writes only mark leaves dirty.
+    building: bool,
+    /// Built: the shard syncs and answers syncs.
+    ready: bool,
+}
+
+impl Trees {
+    /// Empty trees for the ranges `me` replicates under `snapshot`, carrying over the
+    /// proof state of ranges whose replicas did not change.
+    fn new(snapshot: Arc<Snapshot>, me: Replica, depth: u8, old: Option<&Trees>) -> Trees {
+        let now_secs = (now_us() / 1_000_000) as u32;
+        let ring = &snapshot.ring;
+        let mut slot_of = AHashMap::new();
+        let mut ranges = Vec::new();
+        for index in 0..ring.range_count() {
+            let (start, end, list) = ring.range(index);
+            if !list.contains(&me) {
+                continue;
+            }
+            let range = TokenRange::new(start, end);
+            let peers: Vec<Replica> = list.iter().copied().filter(|r| *r != me).collect();
+            let tree = MerkleTree::new(Shape::new(range, depth));
+            let groups = 1usize << GROUP_LEVEL.min(depth);
+            let kept = old
+                .and_then(|o| o.by_range(range))
+                .filter(|r| r.peers == peers);
+            let (tombstones, synced) = match kept {
+                Some(r) => (r.tombstones.clone(), r.synced.clone()),
+                None => (vec![now_secs; groups], BTreeMap::new()),
+            };
+            slot_of.insert(index, ranges.len());
+            ranges.push(Range {
+                range,
+                peers,
+                tree,
+                tombstones,
+                synced,
+            });
+        }
+        Trees {
+            snapshot,
+            generation: old.map_or(0, |o| o.generation + 1),
+            slot_of,
+            ranges,
+            building: true,
+            ready: false,
+        }
+    }
+
+    fn locate(&self, token: Token) -> Option<usize> {
+        let index = self.snapshot.ring.range_index(token);
+        self.slot_of.get(&index).copied()
+    }
+
+    fn by_range(&self, range: TokenRange) -> Option<&Range> {
+        self.ranges.iter().find(|r| r.range == range)
+    }
+
+    fn by_range_mut(&mut self, range: TokenRange) -> Option<&mut Range> {
+        self.ranges.iter_mut().find(|r| r.range == range)
+    }
+
+    /// Whether `snapshot` gives this shard the same ranges with the same replicas.
+    fn same_layout(&self, snapshot: &Snapshot, me: Replica) -> bool {
+        let ring = &snapshot.ring;
+        let mut mine = self.ranges.iter();
+        for index in 0..ring.range_count() {
+            let (start, end, list) = ring.range(index);
+            if !list.contains(&me) {
+                continue;
+            }
+            let Some(r) = mine.next() else { return false };
+            let same_peers =
+                r.peers.len() + 1 == list.len() && r.peers.iter().all(|p| list.contains(p));
+            if r.range != TokenRange::new(start, end) || !same_peers {
+                return false;
+            }
+        }
+        mine.next().is_none()
+    }
+}
+
+/// What this shard did with one peer, for `ringkv status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSync {
+    /// When the last complete sync with the peer ended (µs since the epoch; 0: never).
+    pub last_sync_us: u64,
+    /// Keys pushed to it and pulled from it by syncs this shard began.
+    pub keys_repaired: u64,
+    pub syncs: u64,
+    pub syncs_failed: u64,
+}
+
+/// What one repair round did (REPAIR's answer, summed over shards).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    pub shards: u32,
+    /// Ranges the round went through, and (range, peer) syncs it ran.
+    pub ranges: u64,
+    pub syncs: u64,
+    pub syncs_failed: u64,
+    /// Peers skipped: Down, or a shard whose trees were not built yet.
+    pub syncs_skipped: u64,
+    pub differing_leaves: u64,
+    pub keys_pushed: u64,
+    pub keys_pulled: u64,
+    /// Deleted keys not sent back to a peer that had purged them.
+    pub tombstones_withheld: u64,
+    /// Bytes of SYNC steps and answers, pushes and fetched sets.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+impl RepairReport {
+    pub fn add(&mut self, other: &RepairReport) {
+        self.shards += other.shards;
+        self.ranges += other.ranges;
+        self.syncs += other.syncs;
+        self.syncs_failed += other.syncs_failed;
+        self.syncs_skipped += other.syncs_skipped;
+        self.differing_leaves += other.differing_leaves;
+        self.keys_pushed += other.keys_pushed;
+        self.keys_pulled += other.keys_pulled;
+        self.tombstones_withheld += other.tombstones_withheld;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("a repair report always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<RepairReport, String> {
+        postcard::from_bytes(bytes).map_err(|e| format!("repair report does not decode: {e}"))
+    }
+}
+
+/// A comparison this shard answers.
+struct Responder {
+    range: TokenRange,
+    session: Session,
+    generation: u64,
+    began_us: u64,
+    last_step: Instant,
+    /// The differing leaves' keys, once listed, and how many were paged out.
+    listing: Option<(Vec<KeyDigest>, usize)>,
+}
+
+/// The shard's anti-entropy state.
+pub struct AntiEntropy {
+    me: Replica,
+    config: SyncConfig,
+    trees: Rc<RefCell<Trees>>,
+    sessions: RefCell<AHashMap<(NodeId, u64), Responder>>,
+    peers: RefCell<BTreeMap<NodeId, PeerSync>>,
+    /// One round at a time (periodic and `ringkv repair`).
+    round: glommio::sync::Semaphore,
+    limits: Limits,
+    key_bytes_max: usize,
+}
+
+impl AntiEntropy {
+    pub fn new(
+        me: Replica,
+        config: SyncConfig,
+        snapshot: Arc<Snapshot>,
+        key_bytes_max: usize,
+    ) -> AntiEntropy {
+        AntiEntropy {
+            me,
+            config,
+            trees: Rc::new(RefCell::new(Trees::new(snapshot, me, config.depth, None))),
+            sessions: RefCell::default(),
+            peers: RefCell::default(),
+            round: glommio::sync::Semaphore::new(1),
+            limits: Limits::default(),
+            key_bytes_max,
+        }
+    }
+
+    /// The engine's change hook: keeps the trees current (module doc, "Trees").
+    pub fn change_hook(&self) -> ChangeHook {
+        let trees = self.trees.clone();
+        Box::new(move |key, change| {
+            let token = crate::ring::token(key);
+            let mut trees = trees.borrow_mut();
+            let building = trees.building;
+            let Some(slot) = trees.locate(token) else {
+                return;
+            };
+            let range = &mut trees.ranges[slot];
+            match change {
+                KeyChange::Written {
+                    old: Some(old),
+                    new,
+                    contribution,
+                } if !building => {
+                    range.tree.update(token, old, Some(contribution));
+                    note_tombstone(range, token, new);
+                }
+                KeyChange::Written { new, .. } => {
+                    range.tree.mark_dirty(token);
+                    note_tombstone(range, token, new);
+                }
+                KeyChange::Rewritten => range.tree.mark_dirty(token),
+            }
+        })
+    }
+
+    /// The engine's purge rule: the proof of the module doc.
+    pub fn purge_rule(&self) -> PurgeRule {
+        let trees = self.trees.clone();
+        Box::new(move |key, _| {
+            let trees = trees.borrow();
+            let token = crate::ring::token(key);
+            trees.ready
+                && trees
+                    .locate(token)
+                    .is_some_and(|s| trees.ranges[s].proven(token))
+        })
+    }
+
+    /// Whether this shard may drop `versions` itself (a tombstone past grace, proven):
+    /// then it need not hand it to a peer that holds no copy.
+    fn may_drop(&self, key: &[u8], versions: &VersionSet) -> bool {
+        crate::storage::compaction::purgeable(
+            versions,
+            now_us(),
+            self.config.gc_grace_us,
+            (self.purge_rule())(key, versions),
+        )
+    }
+
+    /// Per peer, what syncs did (for the control plane).
+    pub fn peer_report(&self) -> Vec<(NodeId, PeerSync)> {
+        self.peers.borrow().iter().map(|(&n, &p)| (n, p)).collect()
+    }
+
+    fn note_peer(&self, peer: NodeId, f: impl FnOnce(&mut PeerSync)) {
+        f(self.peers.borrow_mut().entry(peer).or_default());
+    }
+
+    /// The trees and their roots (TREES step).
+    fn tree_infos(&self) -> Vec<TreeInfo> {
+        let trees = self.trees.borrow();
+        trees
+            .ranges
+            .iter()
+            .map(|r| TreeInfo {
+                start: r.range.start,
+                end: r.range.end,
+                root: r.tree.root(),
+                dirty: r.tree.dirty_count(),
+                ready: trees.ready,
+            })
+            .collect()
+    }
+}
+
+fn note_tombstone(range: &mut Range, token: Token, new: &VersionSet) {
+    if new.is_tombstone_only() {
+        let group = range.group_of(token);
+        range.tombstones[group] = (now_us() / 1_000_000) as u32;
+    }
+}
+
+/// The shard's anti-entropy task: builds the trees, rebuilds them when the ring moves
+/// this shard's ranges, and runs a round every interval.
+pub async fn run(shard: Rc<Shard>) {
+    build(&shard).await;
+    let mut last_round = Instant::now();
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let snapshot = shard.snapshot();
+        let ae = &shard.antientropy;
+        let changed = !Arc::ptr_eq(&snapshot, &ae.trees.borrow().snapshot);
+        if changed {
+            let same = ae.trees.borrow().same_layout(&snapshot, ae.me);
+            if same {
+                ae.trees.borrow_mut().snapshot = snapshot;
+            } else {
+                build(&shard).await;
+                continue;
+            }
+        }
+        let due = ae
+            .config
+            .interval
+            .is_some_and(|i| last_round.elapsed() >= i);
+        if due {
+            let report = round(&shard, true).await;
+            if let Some(e) = &report.first_error {
+                eprintln!(
+                    "ringkv: shard {}: anti-entropy: {} of {} syncs failed; first: {e}",
+                    shard.id,
+                    report.syncs_failed,
+                    report.syncs + report.syncs_failed
+                );
+            }
+            last_round = Instant::now();
+        }
+    }
+}
+
+/// Builds the trees of the current ring from one scan of the shard.
+async fn build(shard: &Rc<Shard>) {
+    let ae = &shard.antientropy;
+    let _round = ae.round.acquire_permit(1).await.expect("never closed");
+    let snapshot = shard.snapshot();
+    let fresh = {
+        let old = ae.trees.borrow();
+        Trees::new(snapshot, ae.me, ae.config.depth, Some(&old))
+    };
+    let generation = fresh.generation;
+    *ae.trees.borrow_mut() = fresh;
+    ae.sessions.borrow_mut().clear();
+    let started = Instant::now();
+    let trees = &ae.trees;
+    let wanted = |key: &[u8]| trees.borrow().locate(crate::ring::token(key)).is_some();
+    let mut keys = 0u64;
+    let scanned = shard
+        .engine
+        .scan(&wanted, ae.config.scan_bytes_per_sec, |key, versions| {
+            let token = crate::ring::token(key);
+            let mut trees = trees.borrow_mut();
+            if let Some(slot) = trees.locate(token) {
+                trees.ranges[slot]
+                    .tree
+                    .update(token, None, Some(contribution(key, versions)));
+                keys += 1;
+            }
+        })
+        .await;
+    let mut trees = trees.borrow_mut();
+    if trees.generation != generation {
+        return;
+    }
+    match scanned {
+        Ok(()) => {
+            trees.building = false;
+            trees.ready = true;
+            eprintln!(
+                "ringkv: shard {}: anti-entropy trees of {} ranges built from {keys} keys in {:?}",
+                shard.id,
+                trees.ranges.len(),
+                started.elapsed()
+            );
+        }
+        Err(e) => eprintln!(
+            "ringkv: shard {}: building anti-entropy trees: {e}",
+            shard.id
+        ),
+    }
+}
+
+/// One round: every range with every peer. `periodic` rounds start only the syncs
+/// toward peers with a larger id (the other side starts the rest; an END records the
+/// sync on both sides); `ringkv repair` starts them all.
+pub async fn round(shard: &Rc<Shard>, periodic: bool) -> RepairReport {
+    let ae = &shard.antientropy;
+    let _round = ae.round.acquire_permit(1).await.expect("never closed");
+    let mut report = RepairReport {
+        shards: 1,
+        ..RepairReport::default()
+    };
+    let (ready, work): (bool, Vec<(TokenRange, Vec<Replica>)>) = {
+        let trees = ae.trees.borrow();
+        let work = trees
+            .ranges
+            .iter()
+            .map(|r| (r.range, r.peers.clone()))
+            .collect();
+        (trees.ready, work)
+    };
+    report.ranges = work.len() as u64;
+    let health = shard.health();
+    for (range, peers) in work {
+        for peer in peers {
+            if periodic && peer.node_id < shard.node_id {
+                continue;
+            }
+            if !ready || !health.is_up(peer.node_id) {
+                report.syncs_skipped += 1;
+                continue;
+            }
+            match sync_range(shard, range, peer, &mut report).await {
+                Ok(()) => {
+                    report.syncs += 1;
+                    ae.note_peer(peer.node_id, |p| {
+                        p.syncs += 1;
+                        p.last_sync_us = now_us();
+                    });
+                }
+                Err(e) => {
+                    report.syncs_failed += 1;
+                    ae.note_peer(peer.node_id, |p| p.syncs_failed += 1);
+                    if report.first_error.is_none() {
+                        report.first_error = Some(format!(
+                            "range ({:#018x}, {:#018x}] with node {:016x}: {e}",
+                            range.start, range.end, peer.node_id
+                        ));
+                    }
+                }
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+    report_to_control(shard);
+    report
+}
+
+fn report_to_control(shard: &Shard) {
+    let message = ShardMsg::Syncs {
+        shard: shard.id,
+        peers: shard.antientropy.peer_report(),
+    };
+    let _ = shard.peers[0].try_send(message);
+}
+
+/// A budget of bytes per second: `spend` sleeps while ahead of it.
+struct Pace {
+    bytes_per_sec: u64,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(bytes_per_sec: u64) -> Pace {
+        Pace {
+            bytes_per_sec,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    async fn spend(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
+        let ahead = due.saturating_sub(self.started.elapsed());
+        if ahead >= Duration::from_millis(1) {
+            glommio::timer::sleep(ahead).await;
+        }
+    }
+}
+
+/// Sends one step to the peer's shard and decodes its answer.
+async fn step(
+    shard: &Shard,
+    peer: Replica,
+    session: u64,
+    step: Step,
+    report: &mut RepairReport,
+) -> Result<Reply, String> {
+    let body = wire::encode_step(&StepRequest {
+        from: shard.node_id,
+        session,
+        step,
+    });
+    report.bytes_sent += body.len() as u64;
+    let request = Request::Sync {
+        shard: peer.shard,
+        body: body.into(),
+    };
+    let response = super::coordinator::send(shard, &peer, &request).await?;
+    match (response.status, response.body) {
+        (Status::Ok, ResponseBody::Sync { body }) => {
+            report.bytes_received += body.len() as u64;
+            wire::decode_reply(body, shard.antientropy.key_bytes_max)
+        }
+        (status, _) => Err(format!("SYNC answered {status:?}: {}", response.message)),
+    }
+}
+
+fn compare_message(bytes: &[u8], limits: &Limits) -> Result<Message, String> {
+    decode(Bytes::copy_from_slice(bytes), limits).map_err(|e| e.to_string())
+}
+
+fn compare_bytes(message: &Message) -> Bytes {
+    let mut out = Vec::new();
+    encode(message, &mut out);
+    out.into()
+}
+
+/// One sync of `range` with `peer`, as the initiator (module doc).
+pub async fn sync_range(
+    shard: &Rc<Shard>,
+    range: TokenRange,
+    peer: Replica,
+    report: &mut RepairReport,
+) -> Result<(), String> {
+    let ae = &shard.antientropy;
+    let session_id: u64 = rand::random();
+    let began_us = now_us();
+    let (snapshot, generation) = {
+        let trees = ae.trees.borrow();
+        let Some(r) = trees.by_range(range) else {
+            return Ok(()); // the ring moved on
+        };
+        (r.tree.snapshot(rand::random()), trees.generation)
+    };
+    let limits = ae.limits;
+    let (mut session, open) = Session::open(snapshot, limits);
+    let reply = step(
+        shard,
+        peer,
+        session_id,
+        Step::Compare(compare_bytes(&Message::Open(open))),
+        report,
+    )
+    .await?;
+    let Reply::Compare(bytes) = reply else {
+        return Err("COMPARE answered with another step".into());
+    };
+    let mut next = match compare_message(&bytes, &limits)? {
+        Message::Accept(accept) => session.on_accept(&accept).map_err(|e| e.to_string())?,
+        Message::Refuse(Refuse { reason }) => return Err(format!("peer refused: {reason:?}")),
+        other => return Err(format!("unexpected answer to Open: {other:?}")),
+    };
+    while let Some(descend) = next {
+        let reply = step(
+            shard,
+            peer,
+            session_id,
+            Step::Compare(compare_bytes(&Message::Descend(descend))),
+            report,
+        )
+        .await?;
+        let Reply::Compare(bytes) = reply else {
+            return Err("COMPARE answered with another step".into());
+        };
+        next = match compare_message(&bytes, &limits)? {
+            Message::Answer(answer) => session.on_answer(&answer).map_err(|e| e.to_string())?,
+            other => return Err(format!("unexpected answer to Descend: {other:?}")),
+        };
+    }
+    let level = session.leaf_level();
+    let leaves = session.differing_leaves().to_vec();
+    report.differing_leaves += leaves.len() as u64;
+    if !leaves.is_empty() {
+        let local = list(shard, range, generation, level, &leaves).await?;
+        let mut remote: Vec<KeyDigest> = Vec::new();
+        let mut request = Step::List {
+            level,
+            leaves: leaves.clone(),
+        };
+        loop {
+            match step(shard, peer, session_id, request, report).await? {
+                Reply::Keys { more, keys } => {
+                    if let (Some(last), Some(first)) = (remote.last(), keys.first()) {
+                        if last.key >= first.key {
+                            return Err("listed pages out of order".into());
+                        }
+                    }
+                    remote.extend(keys);
+                    if !more {
+                        break;
+                    }
+                }
+                _ => return Err("LIST answered with another step".into()),
+            }
+            request = Step::ListNext;
+        }
+        let diff = diff_keys(&local, &remote);
+        let remote_has = |key: &Bytes| remote.binary_search_by(|d| d.key.cmp(key)).is_ok();
+        let local_has = |key: &Bytes| local.binary_search_by(|d| d.key.cmp(key)).is_ok();
+        let mut pace = Pace::new(ae.config.transfer_bytes_per_sec);
+        push(shard, peer, &diff.send, &remote_has, &mut pace, report).await?;
+        pull(
+            shard,
+            peer,
+            session_id,
+            &diff.fetch,
+            &local_has,
+            &mut pace,
+            report,
+        )
+        .await?;
+    }
+    step(
+        shard,
+        peer,
+        session_id,
+        Step::End { complete: true },
+        report,
+    )
+    .await?;
+    if let Some(r) = ae.trees.borrow_mut().by_range_mut(range) {
+        r.synced.insert(peer.node_id, began_us);
+    }
+    Ok(())
+}
+
+/// Sends this shard's sets of `keys` to the peer as REPLICA_WRITEs, a window at a time.
+async fn push(
+    shard: &Rc<Shard>,
+    peer: Replica,
+    keys: &[Bytes],
+    peer_has: &dyn Fn(&Bytes) -> bool,
+    pace: &mut Pace,
+    report: &mut RepairReport,
+) -> Result<(), String> {
+    let ae = &shard.antientropy;
+    for window in keys.chunks(PUSH_WINDOW) {
+        let mut requests = Vec::new();
+        for key in window {
+            let Some(versions) = shard.engine.get(key).await.map_err(|e| e.to_string())? else {
+                continue; // purged since it was listed
+            };
+            if !peer_has(key) && ae.may_drop(key, &versions) {
+                report.tombstones_withheld += 1;
+                continue;
+            }
+            let encoded = Bytes::from(versions.encode());
+            report.bytes_sent += (key.len() + encoded.len()) as u64;
+            pace.spend(key.len() + encoded.len()).await;
+            requests.push(Request::ReplicaWrite {
+                key: key.clone(),
+                versions: encoded,
+            });
+        }
+        let sends: Vec<_> = requests
+            .into_iter()
+            .map(|request| {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    super::coordinator::send(&shard, &peer, &request).await
+                })
+            })
+            .collect();
+        for send in sends {
+            let response = send.await?;
+            if response.status != Status::Ok {
+                return Err(format!(
+                    "push answered {:?}: {}",
+                    response.status, response.message
+                ));
+            }
+            report.keys_pushed += 1;
+            ae.note_peer(peer.node_id, |p| p.keys_repaired += 1);
+        }
+    }
+    Ok(())
+}
+
+/// Fetches the peer's sets of `keys` and merges them here.
+async fn pull(
+    shard: &Rc<Shard>,
+    peer: Replica,
+    session: u64,
+    keys: &[Bytes],
+    here_has: &dyn Fn(&Bytes) -> bool,
+    pace: &mut Pace,
+    report: &mut RepairReport,
+) -> Result<(), String> {
+    let ae = &shard.antientropy;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let ask: Vec<(bool, Bytes)> = rest
+            .iter()
+            .take(FETCH_KEYS)
+            .map(|k| (!here_has(k), k.clone()))
+            .collect();
+        let Reply::Sets(sets) = step(shard, peer, session, Step::Fetch(ask), report).await? else {
+            return Err("FETCH answered with another step".into());
+        };
+        if sets.is_empty() || sets.len() > rest.len().min(FETCH_KEYS) {
+            return Err(format!("FETCH answered {} sets", sets.len()));
+        }
+        for (i, (key, set)) in sets.iter().enumerate() {
+            if *key != rest[i] {
+                return Err("FETCH answered other keys".into());
+            }
+            let Some(set) = set else { continue };
+            pace.spend(key.len() + set.len()).await;
+            let versions = match VersionSet::decode(set) {
+                Ok((versions, used)) if used == set.len() => versions,
+                _ => return Err("a fetched version set does not decode whole".into()),
+            };
+            shard
+                .engine
+                .merge(key, &versions)
+                .await
+                .map_err(|e| e.to_string())?;
+            report.keys_pulled += 1;
+            ae.note_peer(peer.node_id, |p| p.keys_repaired += 1);
+        }
+        rest = &rest[sets.len()..];
+    }
+    Ok(())
+}
+
+/// The keys of `leaves` (nodes of `level`) of `range`'s tree, as digests in key order,
+/// from one scan of the shard; and the rebuild of the tree's leaves they cover.
+async fn list(
+    shard: &Rc<Shard>,
+    range: TokenRange,
+    generation: u64,
+    level: u8,
+    leaves: &[u32],
+) -> Result<Vec<KeyDigest>, String> {
+    let ae = &shard.antientropy;
+    let (shape, tickets) = {
+        let mut trees = ae.trees.borrow_mut();
+        if trees.generation != generation {
+            return Err("the trees were rebuilt".into());
+        }
+        let Some(r) = trees.by_range_mut(range) else {
+            return Err("the range is gone".into());
+        };
+        let shape = *r.tree.shape();
+        if level > shape.depth {
+            return Err(format!(
+                "level {level} below the tree's depth {}",
+                shape.depth
+            ));
+        }
+        let span = 1u32 << (shape.depth - level);
+        let tickets: Vec<_> = leaves
+            .iter()
+            .flat_map(|&node| (node * span)..(node + 1) * span)
+            .map(|leaf| (leaf, r.tree.begin_rebuild(leaf)))
+            .collect();
+        (shape, tickets)
+    };
+    let wanted = |key: &[u8]| {
+        let token = crate::ring::token(key);
+        shape
+            .node_of(token, level)
+            .is_some_and(|node| leaves.binary_search(&node).is_ok())
+    };
+    let mut digests = Vec::new();
+    let mut by_leaf: AHashMap<u32, Vec<(Token, u64)>> = AHashMap::new();
+    shard
+        .engine
+        .scan(&wanted, ae.config.scan_bytes_per_sec, |key, versions| {
+            let token = crate::ring::token(key);
+            let c = contribution(key, versions);
+            digests.push(KeyDigest {
+                key: key.clone(),
+                contribution: c,
+            });
+            let leaf = shape.leaf_of(token).expect("wanted keys are in the range");
+            by_leaf.entry(leaf).or_default().push((token, c));
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut trees = ae.trees.borrow_mut();
+    if trees.generation == generation {
+        if let Some(r) = trees.by_range_mut(range) {
+            for (leaf, ticket) in tickets {
+                let keys = by_leaf.remove(&leaf).unwrap_or_default();
+                r.tree.finish_rebuild(ticket, keys);
+            }
+        }
+    }
+    Ok(digests)
+}
+
+/// Answers one SYNC step from a peer.
+pub async fn answer(shard: &Rc<Shard>, body: Bytes) -> Result<Vec<u8>, (Status, String)> {
+    let ae = &shard.antientropy;
+    let bad = |e: String| (Status::BadRequest, e);
+    let request = wire::decode_step(body, ae.key_bytes_max).map_err(bad)?;
+    let key = (request.from, request.session);
+    let reply = match request.step {
+        Step::Compare(bytes) => match compare_message(&bytes, &ae.limits).map_err(bad)? {
+            Message::Open(open) => Reply::Compare(compare_bytes(&accept(shard, key, &open))),
+            Message::Descend(descend) => {
+                let mut sessions = ae.sessions.borrow_mut();
+                let responder = sessions.get_mut(&key).ok_or_else(no_session)?;
+                responder.last_step = Instant::now();
+                let answer = responder
+                    .session
+                    .on_descend(&descend)
+                    .map_err(|e| bad(e.to_string()))?;
+                Reply::Compare(compare_bytes(&Message::Answer(answer)))
+            }
+            other => return Err(bad(format!("a peer sent {other:?} as a step"))),
+        },
+        Step::List { level, leaves } => {
+            let (range, generation) = {
+                let sessions = ae.sessions.borrow();
+                let responder = sessions.get(&key).ok_or_else(no_session)?;
+                (responder.range, responder.generation)
+            };
+            let listed = list(shard, range, generation, level, &leaves)
+                .await
+                .map_err(|e| (Status::Unavailable, e))?;
+            let mut sessions = ae.sessions.borrow_mut();
+            let responder = sessions.get_mut(&key).ok_or_else(no_session)?;
+            responder.last_step = Instant::now();
+            responder.listing = Some((listed, 0));
+            next_page(responder)
+        }
+        Step::ListNext => {
+            let mut sessions = ae.sessions.borrow_mut();
+            let responder = sessions.get_mut(&key).ok_or_else(no_session)?;
+            responder.last_step = Instant::now();
+            next_page(responder)
+        }
+        Step::Fetch(keys) => {
+            let mut sets = Vec::new();
+            let mut bytes = 0;
+            for (lacks, k) in keys {
+                if bytes >= PAGE_BYTES {
+                    break;
+                }
+                let stored = shard
+                    .engine
+                    .get(&k)
+                    .await
+                    .map_err(|e| (Status::Unavailable, e.to_string()))?;
+                let set = stored
+                    .filter(|v| !(lacks && ae.may_drop(&k, v)))
+                    .map(|v| Bytes::from(v.encode()));
+                bytes += k.len() + set.as_ref().map_or(0, |s| s.len());
+                sets.push((k, set));
+            }
+            Reply::Sets(sets)
+        }
+        Step::End { complete } => {
+            let responder = ae.sessions.borrow_mut().remove(&key);
+            if let Some(responder) = responder.filter(|_| complete) {
+                let mut trees = ae.trees.borrow_mut();
+                if trees.generation == responder.generation {
+                    if let Some(r) = trees.by_range_mut(responder.range) {
+                        r.synced.insert(request.from, responder.began_us);
+                    }
+                }
+                drop(trees);
+                ae.note_peer(request.from, |p| p.last_sync_us = now_us());
+                report_to_control(shard);
+            }
+            Reply::Done
+        }
+        Step::Trees => Reply::Trees(ae.tree_infos()),
+    };
+    Ok(wire::encode_reply(&reply))
+}
+
+fn no_session() -> (Status, String) {
+    (
+        Status::BadRequest,
+        "no such sync session (it ended, or idled out)".into(),
+    )
+}
+
+/// Opens a responder session for `open`, or says why not.
+fn accept(shard: &Shard, key: (NodeId, u64), open: &crate::antientropy::Open) -> Message {
+    let ae = &shard.antientropy;
+    let refuse = |reason| Message::Refuse(Refuse { reason });
+    let mut sessions = ae.sessions.borrow_mut();
+    sessions.retain(|_, s| s.last_step.elapsed() < SESSION_IDLE);
+    let trees = ae.trees.borrow();
+    if !trees.ready || sessions.len() >= SESSIONS_MAX {
+        return refuse(RefuseReason::Busy);
+    }
+    let Some(r) = trees.by_range(open.range) else {
+        return refuse(RefuseReason::UnknownRange);
+    };
+    let snapshot = r.tree.snapshot(rand::random());
+    match Session::accept(snapshot, open, ae.limits) {
+        Ok((session, accept)) => {
+            sessions.insert(
+                key,
+                Responder {
+                    range: open.range,
+                    session,
+                    generation: trees.generation,
+                    began_us: now_us(),
+                    last_step: Instant::now(),
+                    listing: None,
+                },
+            );
+            Message::Accept(accept)
+        }
+        Err(refused) => Message::Refuse(refused),
+    }
+}
+
+fn next_page(responder: &mut Responder) -> Reply {
+    let Some((listing, sent)) = &mut responder.listing else {
+        return Reply::Keys {
+            more: false,
+            keys: Vec::new(),
+        };
+    };
+    let mut bytes = 0;
+    let mut end = *sent;
+    while end < listing.len() && bytes < PAGE_BYTES {
+        bytes += listing[end].key.len() + 10;
+        end += 1;
+    }
+    let keys = listing[*sent..end].to_vec();
+    *sent = end;
+    Reply::Keys {
+        more: end < listing.len(),
+        keys,
+    }
+}
+
+/// REPAIR on this node: a full round on `shard`, or on every shard.
+pub async fn repair(shard: &Rc<Shard>, target: u16) -> RepairReport {
+    if usize::from(target) == shard.id {
+        return round(shard, false).await;
+    }
+    let shards: Vec<usize> = if target == crate::protocol::REPAIR_ALL_SHARDS {
+        (0..shard.peers.len()).collect()
+    } else {
+        vec![usize::from(target)]
+    };
+    let mut total = RepairReport::default();
+    for s in shards {
+        if s == shard.id {
+            total.add(&round(shard, false).await);
+            continue;
+        }
+        let request = Request::Repair { shard: s as u16 };
+        let opcode = request.opcode();
+        let frame = super::dispatch::forward(shard, s, 0, opcode, request).await;
+        let response = super::dispatch::decode_own_frame(frame, opcode);
+        let decoded = match (response.status, response.body) {
+            (Status::Ok, ResponseBody::Repair { report }) => RepairReport::decode(&report),
+            (status, _) => Err(format!("{status:?}: {}", response.message)),
+        };
+        match decoded {
+            Ok(report) => total.add(&report),
+            Err(e) => {
+                total.first_error.get_or_insert(format!("shard {s}: {e}"));
+            }
+        }
+    }
+    total
+}
+
+/// A peer's view of one shard's trees (the TREES step), for `ringkv admin trees`.
+pub fn encode_trees_request(from: NodeId) -> Bytes {
+    wire::encode_step(&StepRequest {
+        from,
+        session: 0,
+        step: Step::Trees,
+    })
+    .into()
+}
