@@ -116,6 +116,9 @@ pub struct ServerConfig {
     pub hint_bytes_max: u64,
     /// How fast one shard replays hints to a node that is Up again.
     pub hint_replay_bytes_per_sec: u64,
+    /// `--replace NODE_ID`: on an empty data dir, take over that (dead) node's tokens
+    /// under a new id, and fill from the other replicas before serving reads.
+    pub replace: Option<u64>,
     /// Seconds between two anti-entropy rounds of a shard (0: only `ringkv repair`).
     pub sync_interval_secs: u64,
     /// Bytes of tables per second one shard's anti-entropy scans read.
@@ -202,6 +205,7 @@ impl Default for ServerConfig {
             // 16 MiB/s per shard drains an hour of hints in minutes without taking the
             // disk and the network from the foreground.
             hint_replay_bytes_per_sec: 16 << 20,
+            replace: None,
             sync_interval_secs: 60,
             sync_scan_bytes_per_sec: 32 << 20,
             sync_bytes_per_sec: 16 << 20,

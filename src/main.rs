@@ -331,6 +331,11 @@ struct ServerArgs {
     /// Bytes per second one shard replays hints at [default: 16 MiB]
     #[arg(long)]
     hint_replay_bytes_per_sec: Option<u64>,
+    /// On an empty data dir: take over the tokens of this dead node (its id in hex, as
+    /// `ringkv status` shows it) under a new id, fill from the other replicas, and only
+    /// then serve reads; needs --seeds
+    #[arg(long, value_parser = parse_node_id)]
+    replace: Option<u64>,
     /// Time between two anti-entropy rounds of a shard (0: only `ringkv repair`):
     /// e.g. 60s, 10m [default: 60s]
     #[arg(long, value_parser = parse_duration_secs)]
@@ -920,6 +925,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         hint_replay_bytes_per_sec: args
             .hint_replay_bytes_per_sec
             .unwrap_or(defaults.hint_replay_bytes_per_sec),
+        replace: args.replace,
         sync_interval_secs: args.sync_interval.unwrap_or(defaults.sync_interval_secs),
         sync_scan_bytes_per_sec: args
             .sync_scan_bytes_per_sec

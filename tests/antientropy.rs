@@ -3,7 +3,9 @@
 //! every range and equal sets for every key on every node; and a key deleted while a
 //! replica was cut off does not come back when that replica returns after the grace
 //! period: compaction keeps the tombstones until sync proved every replica holds them,
-//! then drops them everywhere.
+//! then drops them everywhere; and a node killed and wiped is replaced with
+//! `--replace` by a new node that takes its tokens, fills from the other replicas before
+//! it answers reads, and ends holding every acknowledged write.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::Cluster;
+use common::{free_ports, Server};
 use ringkv::client::blocking::BlockingClient;
 use ringkv::membership::detector::Status as Health;
 use ringkv::protocol::{Consistency, Request, ResponseBody, Status, REPAIR_ALL_SHARDS};
@@ -391,4 +394,145 @@ fn a_deleted_key_does_not_come_back_from_a_replica_that_missed_the_delete() {
             "{key} came back"
         );
     }
+}
+
+/// Node `node`'s answer to REPLICA_READ of `key`: its set, `Ok(None)` if absent, or
+/// the error status (a filling node answers Unavailable).
+fn try_replica_set(
+    cluster: &Cluster,
+    node: usize,
+    key: &[u8],
+) -> Result<Option<VersionSet>, Status> {
+    let request = Request::ReplicaRead {
+        key: Bytes::copy_from_slice(key),
+    };
+    let response = client(cluster, node).request(&request).expect("answers");
+    match (response.status, response.body) {
+        (Status::Ok, ResponseBody::Versions { versions }) => {
+            Ok(Some(VersionSet::decode(&versions).expect("decodes").0))
+        }
+        (Status::NotFound, _) => Ok(None),
+        (status, _) => Err(status),
+    }
+}
+
+fn holds(set: &Option<VersionSet>, value: &[u8]) -> bool {
+    set.as_ref()
+        .is_some_and(|s| s.live_values().any(|v| v.value.as_deref() == Some(value)))
+}
+
+#[test]
+fn a_wiped_node_replaced_with_replace_ends_with_every_acknowledged_write() {
+    let cluster = Cluster::start_with("ae-replace", 3, &["--sync-interval", "0"]);
+    let mut cluster = cluster;
+    wait_all_up(&cluster);
+    let old_id = cluster.node_id(2);
+    let old_tokens = cluster
+        .view(0)
+        .expect("answers")
+        .members
+        .iter()
+        .find(|m| m.node_id == old_id)
+        .expect("a member")
+        .tokens;
+    let mut all = cluster.client(0, Consistency::All);
+    for i in 0..400 {
+        all.put(
+            format!("before-{i}").as_bytes(),
+            format!("b{i}").as_bytes(),
+            OVERWRITE,
+        )
+        .expect("ALL write");
+    }
+    // The disk of node 2 dies: the process goes, and its data with it.
+    cluster.nodes[2].kill9();
+    std::fs::remove_dir_all(&cluster.nodes[2].data_dir).expect("wipe");
+    let mut quorum = cluster.client(0, Consistency::Quorum);
+    for i in 0..200 {
+        quorum
+            .put(
+                format!("during-{i}").as_bytes(),
+                format!("d{i}").as_bytes(),
+                OVERWRITE,
+            )
+            .expect("QUORUM write with one replica dead");
+    }
+    // A new node on an empty disk takes over node 2's tokens.
+    let dir = cluster.dir.join("node2-replacement");
+    let seeds = format!("127.0.0.1:{}", cluster.nodes[0].port);
+    let replace = format!("{old_id:016x}");
+    let args = [
+        "--sync",
+        "batch",
+        "--membership-interval-ms",
+        "100",
+        "--replica-timeout-ms",
+        "3000",
+        "--sync-interval",
+        "0",
+        "--seeds",
+        &seeds,
+        "--replace",
+        &replace,
+    ];
+    let replacement = (0..5)
+        .find_map(|_| Server::start_on(&dir, free_ports(3), 2, &args).ok())
+        .expect("the replacement starts");
+    cluster.nodes[2] = replacement;
+    let new_id = cluster.node_id(2);
+    assert_ne!(new_id, old_id, "a new id");
+    // It serves reads only once filled: until then its replica reads are refused, never
+    // answered with "not found" for what it has not got yet.
+    wait_for(
+        "the replacement is filled",
+        Duration::from_secs(120),
+        || match try_replica_set(&cluster, 2, b"before-0") {
+            Ok(set) => {
+                assert!(
+                    holds(&set, b"b0"),
+                    "a read answered before the fill: {set:?}"
+                );
+                true
+            }
+            Err(status) => {
+                assert_eq!(status, Status::Unavailable);
+                false
+            }
+        },
+    );
+    // Every node's ring: the old node gone, the new one with its tokens.
+    wait_for(
+        "every node knows the replacement",
+        Duration::from_secs(60),
+        || {
+            (0..3).all(|n| {
+                cluster.view(n).is_ok_and(|view| {
+                    !view.members.iter().any(|m| m.node_id == old_id)
+                        && view
+                            .members
+                            .iter()
+                            .any(|m| m.node_id == new_id && m.tokens == old_tokens)
+                })
+            })
+        },
+    );
+    for (prefix, value, count) in [("before", "b", 400), ("during", "d", 200)] {
+        for i in 0..count {
+            let key = format!("{prefix}-{i}");
+            for node in 0..3 {
+                let set = try_replica_set(&cluster, node, key.as_bytes()).expect("answers");
+                assert!(
+                    holds(&set, format!("{value}{i}").as_bytes()),
+                    "node {node} lacks {key}: {set:?}"
+                );
+            }
+        }
+    }
+    // And the replacement serves: a write and a read through it at ALL.
+    let mut through = cluster.client(2, Consistency::All);
+    through
+        .put(b"after", b"a", OVERWRITE)
+        .expect("ALL write via the replacement");
+    let got = through.get(b"after").expect("ALL read");
+    assert_eq!(got.values.len(), 1);
 }

@@ -88,10 +88,13 @@ impl MemberInfo {
     }
 }
 
-/// Every member this node knows, by node id.
+/// Every member this node knows, by node id, and the nodes replaced by others.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberTable {
     members: BTreeMap<NodeId, MemberInfo>,
+    /// Node → the node that took over its tokens (`ringkv server --replace`). A replaced
+    /// node never becomes a member again: its entry in any table is dropped on merge.
+    replaced: BTreeMap<NodeId, NodeId>,
 }
 
 impl MemberTable {
@@ -103,8 +106,12 @@ impl MemberTable {
         table
     }
 
-    /// Adds or replaces (if newer) one member; whether the table changed.
+    /// Adds or replaces (if newer) one member; whether the table changed. A node that
+    /// was replaced is not taken back.
     pub fn insert(&mut self, member: MemberInfo) -> bool {
+        if self.replaced.contains_key(&member.node_id) {
+            return false;
+        }
         match self.members.get(&member.node_id) {
             Some(known) if known.generation >= member.generation => false,
             _ => {
@@ -114,9 +121,27 @@ impl MemberTable {
         }
     }
 
+    /// `new` takes over `old`'s tokens: `old` leaves the table for good.
+    pub fn replace(&mut self, old: NodeId, new: MemberInfo) {
+        self.members.remove(&old);
+        self.replaced.insert(old, new.node_id);
+        self.insert(new);
+    }
+
+    /// The nodes replaced by others: `(old, new)`.
+    pub fn replaced(&self) -> impl Iterator<Item = (NodeId, NodeId)> + '_ {
+        self.replaced.iter().map(|(&old, &new)| (old, new))
+    }
+
     /// Takes in what `other` knows; whether the table changed.
     pub fn merge(&mut self, other: &MemberTable) -> bool {
         let mut changed = false;
+        for (&old, &new) in &other.replaced {
+            if self.replaced.insert(old, new).is_none() {
+                changed = true;
+            }
+            changed |= self.members.remove(&old).is_some();
+        }
         for member in other.members.values() {
             changed |= self.insert(member.clone());
         }
@@ -177,11 +202,19 @@ impl MemberTable {
 
     /// What a decoded table must hold to be believed.
     fn check(&self) -> Result<(), String> {
-        if self.members.len() > MEMBERS_MAX {
+        if self.members.len() > MEMBERS_MAX || self.replaced.len() > MEMBERS_MAX {
             return Err(format!(
-                "{} members, limit {MEMBERS_MAX}",
-                self.members.len()
+                "{} members and {} replaced, limit {MEMBERS_MAX}",
+                self.members.len(),
+                self.replaced.len()
             ));
+        }
+        if let Some(old) = self
+            .replaced
+            .keys()
+            .find(|old| self.members.contains_key(old))
+        {
+            return Err(format!("node {old:016x} is both a member and replaced"));
         }
         for (id, member) in &self.members {
             if *id != member.node_id {

@@ -100,8 +100,34 @@ pub fn join(config: &ServerConfig, meta: &NodeMeta) -> Result<Joined, StartupErr
             config.conflicts.name()
         )));
     }
-    let tokens = match node_tokens::load(&config.data_dir, meta.shards)? {
+    let stored = node_tokens::load(&config.data_dir, meta.shards)?;
+    let replacing = match (config.replace, &stored) {
+        (Some(old), None) => Some(replaced_member(config, meta, &seen, old)?),
+        _ => None,
+    };
+    let tokens = match stored {
         Some(tokens) => tokens,
+        None if replacing.is_some() => {
+            let old = replacing.as_ref().expect("checked");
+            // The dead node's tokens, dealt to this node's shards.
+            let tokens: Vec<(Token, u16)> = old
+                .tokens
+                .iter()
+                .map(|&(token, shard)| (token, shard % meta.shards))
+                .collect();
+            std::fs::write(
+                config.data_dir.join(REPLACING_FILE),
+                format!("{:016x}\n", old.node_id),
+            )
+            .map_err(|e| {
+                StartupError::Environment(format!(
+                    "{}: {e}",
+                    config.data_dir.join(REPLACING_FILE).display()
+                ))
+            })?;
+            node_tokens::store(&config.data_dir, &tokens)?;
+            tokens
+        }
         None if config.seeds.is_empty() => {
             even_shard_tokens(meta.shards, meta.vnodes_per_shard, meta.token_offset)
         }
@@ -145,6 +171,57 @@ pub fn join(config: &ServerConfig, meta: &NodeMeta) -> Result<Joined, StartupErr
         tokens,
     };
     let mut table = seen;
-    table.insert(me.clone());
+    match &replacing {
+        Some(old) => table.replace(old.node_id, me.clone()),
+        None => {
+            // A node restarted while it still fills keeps telling the cluster whom it
+            // replaced (the seeds may not have heard yet).
+            if let Some(old) = replaced_by_file(&config.data_dir) {
+                table.replace(old, me.clone());
+            } else {
+                table.insert(me.clone());
+            }
+        }
+    }
     Ok(Joined { me, table })
+}
+
+/// `DATA/replacing`: written when a node takes over another's tokens
+/// (`--replace`), naming the node it replaced. Its shards fill from the other
+/// replicas before they serve reads (`server::antientropy`).
+pub const REPLACING_FILE: &str = "replacing";
+
+fn replaced_by_file(data_dir: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(data_dir.join(REPLACING_FILE)).ok()?;
+    u64::from_str_radix(text.trim(), 16).ok()
+}
+
+/// The member `--replace NODE_ID` names, checked: known to the seeds, not this node.
+fn replaced_member(
+    config: &ServerConfig,
+    meta: &NodeMeta,
+    seen: &MemberTable,
+    old: u64,
+) -> Result<MemberInfo, StartupError> {
+    let fail = |why: String| {
+        Err(StartupError::Environment(format!(
+            "--replace {old:016x}: {why}"
+        )))
+    };
+    if config.seeds.is_empty() {
+        return fail("needs --seeds, to learn the node's tokens from the cluster".into());
+    }
+    if old == meta.node_id {
+        return fail("that is this node".into());
+    }
+    match seen.get(old) {
+        Some(member) => Ok(member.clone()),
+        None => fail(format!(
+            "no seed knows that node (known: {})",
+            seen.members()
+                .map(|m| format!("{:016x}", m.node_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }

@@ -154,7 +154,9 @@ pub async fn get(
         }
         let (shard, key, tx) = (shard.clone(), key.clone(), tx.clone());
         glommio::spawn_local(async move {
-            let answer = if replica.node_id == shard.node_id {
+            let answer = if replica.node_id == shard.node_id && shard.antientropy.is_filling() {
+                Err("this node still fills from the other replicas (--replace)".to_string())
+            } else if replica.node_id == shard.node_id {
                 shard.engine.get(&key).await.map_err(|e| e.to_string())
             } else {
                 read_remote(&shard, &replica, key).await

@@ -77,9 +77,13 @@ pub fn answers_at_once(shard: &Shard, request: &Request) -> bool {
         | Request::ClusterStatus
         | Request::Fault { .. } => true,
         Request::Get { key, .. } => {
-            only_replica_is_here(shard, key) && shard.engine.read_now(key, |_| ()).is_some()
+            only_replica_is_here(shard, key)
+                && !shard.antientropy.is_filling()
+                && shard.engine.read_now(key, |_| ()).is_some()
         }
-        Request::ReplicaRead { key } => shard.engine.read_now(key, |_| ()).is_some(),
+        Request::ReplicaRead { key } => {
+            !shard.antientropy.is_filling() && shard.engine.read_now(key, |_| ()).is_some()
+        }
         Request::Put { .. }
         | Request::Delete { .. }
         | Request::ReplicaWrite { .. }
@@ -222,6 +226,13 @@ pub async fn execute_local(
         }
         Request::Put { .. } | Request::Delete { .. } => {
             coordinator::write(shard, request_id, opcode, request, out).await
+        }
+        Request::ReplicaRead { .. } if shard.antientropy.is_filling() => {
+            let message = format!(
+                "shard {} fills from the other replicas (--replace) and answers no reads yet",
+                shard.id
+            );
+            encode_error_response(opcode, request_id, Status::Unavailable, &message, out);
         }
         Request::ReplicaRead { key } => match shard.engine.get(&key).await {
             Ok(versions) => encode_replica_set(request_id, versions.as_ref(), out),

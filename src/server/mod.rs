@@ -142,6 +142,11 @@ pub async fn run_shard(setup: ShardSetup) {
         config.sync(),
         snapshot.borrow().clone(),
         config.limits().key_bytes_max as usize,
+        config
+            .data_dir
+            .join(crate::runtime::join::REPLACING_FILE)
+            .exists(),
+        &engine_config(&config, id, meta.node_id).dir,
     );
     engine.set_change_hook(antientropy.change_hook());
     engine.set_purge_rule(antientropy.purge_rule());

@@ -246,6 +246,8 @@ pub struct RepairReport {
     pub syncs_failed: u64,
     /// Peers skipped: Down, or a shard whose trees were not built yet.
     pub syncs_skipped: u64,
+    /// Ranges no sync of the round completed for (every peer failed or was skipped).
+    pub ranges_unsynced: u64,
     pub differing_leaves: u64,
     pub keys_pushed: u64,
     pub keys_pulled: u64,
@@ -265,6 +267,7 @@ impl RepairReport {
         self.syncs += other.syncs;
         self.syncs_failed += other.syncs_failed;
         self.syncs_skipped += other.syncs_skipped;
+        self.ranges_unsynced += other.ranges_unsynced;
         self.differing_leaves += other.differing_leaves;
         self.keys_pushed += other.keys_pushed;
         self.keys_pulled += other.keys_pulled;
@@ -307,16 +310,31 @@ pub struct AntiEntropy {
     round: glommio::sync::Semaphore,
     limits: Limits,
     key_bytes_max: usize,
+    /// Set while the shard of a node that replaced another (`--replace`) fills from the
+    /// other replicas: it answers no reads as a replica until then. `filled` is the
+    /// file that records the end of the fill.
+    filling: std::cell::Cell<bool>,
+    filled: std::path::PathBuf,
 }
 
+/// In a shard's directory: the fill of a replacing node's shard is done.
+pub const FILLED_FILE: &str = "filled";
+
 impl AntiEntropy {
+    /// `replacing`: the node took over another's tokens and this shard has not filled
+    /// yet unless `shard_dir` holds [`FILLED_FILE`].
     pub fn new(
         me: Replica,
         config: SyncConfig,
         snapshot: Arc<Snapshot>,
         key_bytes_max: usize,
+        replacing: bool,
+        shard_dir: &std::path::Path,
     ) -> AntiEntropy {
+        let filled = shard_dir.join(FILLED_FILE);
         AntiEntropy {
+            filling: std::cell::Cell::new(replacing && !filled.exists()),
+            filled,
             me,
             config,
             trees: Rc::new(RefCell::new(Trees::new(snapshot, me, config.depth, None))),
@@ -326,6 +344,12 @@ impl AntiEntropy {
             limits: Limits::default(),
             key_bytes_max,
         }
+    }
+
+    /// Whether the shard still fills from the other replicas (`--replace`): it must not
+    /// answer reads as a replica, which would return nothing for what it has not got.
+    pub fn is_filling(&self) -> bool {
+        self.filling.get()
     }
 
     /// The engine's change hook: keeps the trees current (module doc, "Trees").
@@ -418,6 +442,9 @@ fn note_tombstone(range: &mut Range, token: Token, new: &VersionSet) {
 /// this shard's ranges, and runs a round every interval.
 pub async fn run(shard: Rc<Shard>) {
     build(&shard).await;
+    if shard.antientropy.is_filling() {
+        fill(&shard).await;
+    }
     let mut last_round = Instant::now();
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
@@ -450,6 +477,45 @@ pub async fn run(shard: Rc<Shard>) {
             last_round = Instant::now();
         }
     }
+}
+
+/// A replacing node's shard: rounds with every replica of every range until one
+/// completes with no failure and every range synced with at least one peer; then the
+/// shard serves reads.
+async fn fill(shard: &Rc<Shard>) {
+    let ae = &shard.antientropy;
+    let started = Instant::now();
+    let mut keys = 0;
+    loop {
+        let snapshot = shard.snapshot();
+        if !ae.trees.borrow().same_layout(&snapshot, ae.me) {
+            build(shard).await;
+        }
+        let report = round(shard, false).await;
+        keys += report.keys_pulled + report.keys_pushed;
+        if report.syncs_failed == 0 && report.ranges_unsynced == 0 && report.ranges > 0 {
+            break;
+        }
+        if let Some(e) = &report.first_error {
+            eprintln!(
+                "ringkv: shard {}: filling (--replace): {e}; retrying",
+                shard.id
+            );
+        }
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+    }
+    if let Err(e) = std::fs::write(&ae.filled, b"") {
+        eprintln!(
+            "ringkv: {}: {e} (the fill runs again at the next start)",
+            ae.filled.display()
+        );
+    }
+    ae.filling.set(false);
+    eprintln!(
+        "ringkv: shard {}: filled from the other replicas in {:?} ({keys} keys); serving reads",
+        shard.id,
+        started.elapsed()
+    );
 }
 
 /// Builds the trees of the current ring from one scan of the shard.
@@ -525,6 +591,7 @@ pub async fn round(shard: &Rc<Shard>, periodic: bool) -> RepairReport {
     report.ranges = work.len() as u64;
     let health = shard.health();
     for (range, peers) in work {
+        let mut synced = peers.is_empty();
         for peer in peers {
             if periodic && peer.node_id < shard.node_id {
                 continue;
@@ -535,6 +602,7 @@ pub async fn round(shard: &Rc<Shard>, periodic: bool) -> RepairReport {
             }
             match sync_range(shard, range, peer, &mut report).await {
                 Ok(()) => {
+                    synced = true;
                     report.syncs += 1;
                     ae.note_peer(peer.node_id, |p| {
                         p.syncs += 1;
@@ -553,6 +621,9 @@ pub async fn round(shard: &Rc<Shard>, periodic: bool) -> RepairReport {
                 }
             }
             glommio::yield_if_needed().await;
+        }
+        if !synced && !periodic {
+            report.ranges_unsynced += 1;
         }
     }
     report_to_control(shard);
