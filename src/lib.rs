@@ -24,7 +24,8 @@
 //!   a write goes when replicas are Down (sloppy or strict quorum, with hints)
 //! - [`antientropy`] Merkle trees of the ranges a shard replicates (leaf sums updated
 //!   in O(1) per write), the level-by-level comparison of two replicas' trees and the
-//!   keys each must send; decide-only, with its message codec
+//!   keys each must send; decide-only, with its message codec (the server's driver is
+//!   [`server::antientropy`])
 //! - [`version`]   dotted version vector sets: siblings, contexts, merge laws, encoding;
 //!   last-write-wins (`--conflicts lww`) as one pseudo-node's dots under the same merge
 //! - [`protocol`]  binary protocol v1: frame header, requests, responses (docs/protocol.md);
@@ -38,8 +39,10 @@
 //!   wakes an executor glommio left asleep
 //! - [`server`]    listeners, connections, dispatch (local, or forwarded to the owner);
 //!   the coordinator, the control plane (gossip, failure detector), hinted handoff
-//!   ([`server::handoff`]: hints kept and replayed), fault injection
-//!   ([`server::faults`]);
+//!   ([`server::handoff`]: hints kept and replayed), anti-entropy
+//!   ([`server::antientropy`]: trees kept by the engine's change hook, SYNC rounds and
+//!   `ringkv repair`, the proof that lets compaction drop a tombstone, the fill of a
+//!   `--replace` node), fault injection ([`server::faults`]);
 //!   [`server::resp`], the Redis front end (`--resp-port`, docs/resp.md) whose GET, SET and
 //!   DEL run through the same dispatch and coordinator
 //! - [`client`]    Rust client: async, pipelined, shard-aware; and a blocking one

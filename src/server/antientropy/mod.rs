@@ -5,7 +5,7 @@
 //!
 //! # Trees
 //!
-//! One tree per vnode range this shard replicates under the current ring ([`Trees`]).
+//! One tree per vnode range this shard replicates under the current ring (`Trees`).
 //! The engine reports every change to a key's set ([`KeyChange`]): a write or merge
 //! that read the old set moves the key's leaf by `new - old` in O(1); a blind `lww`
 //! write, a flush's clock pruning or a compaction's purge marks the leaf dirty, so that
@@ -26,12 +26,12 @@
 //!    REPLICA_WRITEs, and FETCHes the peer's sets and merges them. A key that differs
 //!    on both sides moves both ways; after the merge both hold the same set.
 //! 4. End: END with `complete` when every push and merge succeeded. Only then do both
-//!    sides record the sync ([`Range::synced`]) for the proof below.
+//!    sides record the sync (`Range::synced`) for the proof below.
 //!
 //! Scans read at most `--sync-scan-bytes-per-sec`, pushes and fetches move at most
 //! `--sync-bytes-per-sec`, all in a task queue with a tenth of the shares requests get.
 //!
-//! # Tombstones are dropped by proof ([`AntiEntropy::proven`])
+//! # Tombstones are dropped by proof (`Range::proven`)
 //!
 //! Compaction may drop a deleted key past `--gc-grace` only when every other replica
 //! of its range is known to hold the delete (or something newer). A complete sync with
