@@ -14,9 +14,12 @@ use ringkv::server::antientropy::wire::{encode_reply, Reply};
 
 const KEYS: u64 = 100_000;
 
+/// `(key, token, contribution)` of every key of one replica.
+type Keys = Vec<(Bytes, u64, u64)>;
+
 /// `(key, token, contribution)` of the data set; replica B differs in every
 /// `1/divergent_in` key (another version of it).
-fn replicas(divergent_every: u64) -> (Vec<(Bytes, u64, u64)>, Vec<(Bytes, u64, u64)>) {
+fn replicas(divergent_every: u64) -> (Keys, Keys) {
     let mut a = Vec::new();
     let mut b = Vec::new();
     for i in 0..KEYS {
@@ -78,7 +81,7 @@ fn bytes_table() {
                 + listing_bytes(&b, shape, cost.leaf_level, &cost.differing_leaves)
         };
         let total = cost.bytes + lists;
-        let divergent = if every == 0 { 0 } else { KEYS / every };
+        let divergent = KEYS.checked_div(every).unwrap_or(0);
         let per_key = if divergent == 0 {
             "-".to_string()
         } else {
