@@ -720,6 +720,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.syncs_skipped,
                 report.differing_leaves
             );
+            if report.ranges_unsynced > 0 {
+                println!(
+                    "ranges no sync completed for: {} (every peer failed or was skipped)",
+                    report.ranges_unsynced
+                );
+            }
             println!(
                 "keys pushed {}  pulled {}  tombstones withheld {}  bytes sent {}  received {}",
                 report.keys_pushed,

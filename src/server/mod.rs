@@ -221,11 +221,7 @@ pub async fn run_shard(setup: ShardSetup) {
             );
             let _ = glommio::spawn_local_into(handoff::replay(shard.clone()), replay)
                 .map(|task| task.detach());
-            let sync = glommio::executor().create_task_queue(
-                Shares::Static(100),
-                Latency::NotImportant,
-                "anti-entropy",
-            );
+            let sync = shard.antientropy.queue();
             let _ = glommio::spawn_local_into(antientropy::run(shard.clone()), sync)
                 .map(|task| task.detach());
         })

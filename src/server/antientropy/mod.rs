@@ -26,10 +26,14 @@
 //!    REPLICA_WRITEs, and FETCHes the peer's sets and merges them. A key that differs
 //!    on both sides moves both ways; after the merge both hold the same set.
 //! 4. End: END with `complete` when every push and merge succeeded. Only then do both
-//!    sides record the sync (`Range::synced`) for the proof below.
+//!    sides record the sync (`Range::synced`) for the proof below. A failed sync sends
+//!    END without `complete`, so the peer drops its session.
 //!
 //! Scans read at most `--sync-scan-bytes-per-sec`, pushes and fetches move at most
-//! `--sync-bytes-per-sec`, all in a task queue with a tenth of the shares requests get.
+//! `--sync-bytes-per-sec`. Builds, rounds (periodic, `ringkv repair`, a replacement's
+//! fill) and the scans that answer a peer's LIST run in a task queue with a tenth of
+//! the shares requests get. A LIST step may take up to 15 minutes (the peer scans
+//! first); every other step waits `--replica-timeout-ms`.
 //!
 //! # Tombstones are dropped by proof (`Range::proven`)
 //!
@@ -51,7 +55,10 @@
 //! Keys of a leaf are listed by scanning the shard (storage is sorted by key, not
 //! token): one scan per differing range per sync, paced. Incoming sets are merged as
 //! they come (clock pruning applies later, on the way into a table), so a replica that
-//! pruned an entry gets it back until its peers prune it too.
+//! pruned an entry gets it back until its peers prune it too. Steps are not
+//! authenticated (no internal request is): a sender can name any node as `from`, so
+//! whoever can reach the internal ports could forge the END that counts toward a
+//! tombstone's proof. The simulator does not run anti-entropy yet.
 
 pub mod wire;
 
@@ -92,6 +99,9 @@ const PAGE_BYTES: usize = 256 << 10;
 const FETCH_KEYS: usize = 64;
 /// Pushes in flight at once.
 const PUSH_WINDOW: usize = 16;
+/// How long a LIST step may take: the peer scans its shard at its scan budget first
+/// (a 10 GiB shard at 32 MiB/s takes 5 minutes). Other steps wait the replica timeout.
+const LIST_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// How the shard syncs (`ServerConfig`'s `--sync-*` and `--gc-grace`).
 #[derive(Clone, Copy, Debug)]
@@ -315,6 +325,8 @@ pub struct AntiEntropy {
     /// file that records the end of the fill.
     filling: std::cell::Cell<bool>,
     filled: std::path::PathBuf,
+    /// Where everything anti-entropy does runs: fewer shares than requests.
+    queue: glommio::TaskQueueHandle,
 }
 
 /// In a shard's directory: the fill of a replacing node's shard is done.
@@ -332,7 +344,13 @@ impl AntiEntropy {
         shard_dir: &std::path::Path,
     ) -> AntiEntropy {
         let filled = shard_dir.join(FILLED_FILE);
+        let queue = glommio::executor().create_task_queue(
+            glommio::Shares::Static(100),
+            glommio::Latency::NotImportant,
+            "anti-entropy",
+        );
         AntiEntropy {
+            queue,
             filling: std::cell::Cell::new(replacing && !filled.exists()),
             filled,
             me,
@@ -344,6 +362,11 @@ impl AntiEntropy {
             limits: Limits::default(),
             key_bytes_max,
         }
+    }
+
+    /// The task queue anti-entropy runs in.
+    pub fn queue(&self) -> glommio::TaskQueueHandle {
+        self.queue
     }
 
     /// Whether the shard still fills from the other replicas (`--replace`): it must not
@@ -450,6 +473,11 @@ pub async fn run(shard: Rc<Shard>) {
         glommio::timer::sleep(Duration::from_secs(1)).await;
         let snapshot = shard.snapshot();
         let ae = &shard.antientropy;
+        if !ae.trees.borrow().ready {
+            // The last build failed (a storage error): try again.
+            build(&shard).await;
+            continue;
+        }
         let changed = !Arc::ptr_eq(&snapshot, &ae.trees.borrow().snapshot);
         if changed {
             let same = ae.trees.borrow().same_layout(&snapshot, ae.me);
@@ -675,6 +703,7 @@ async fn step(
     step: Step,
     report: &mut RepairReport,
 ) -> Result<Reply, String> {
+    let listing = matches!(step, Step::List { .. } | Step::ListNext);
     let body = wire::encode_step(&StepRequest {
         from: shard.node_id,
         session,
@@ -685,7 +714,26 @@ async fn step(
         shard: peer.shard,
         body: body.into(),
     };
-    let response = super::coordinator::send(shard, &peer, &request).await?;
+    let response = if listing {
+        let snapshot = shard.snapshot();
+        let member = snapshot
+            .members
+            .get(peer.node_id)
+            .ok_or_else(|| format!("node {:016x} is not in the member table", peer.node_id))?;
+        let port = member.shard_port(peer.shard);
+        shard
+            .net
+            .request(
+                Some(peer.node_id),
+                &member.host,
+                port,
+                &request,
+                LIST_TIMEOUT,
+            )
+            .await?
+    } else {
+        super::coordinator::send(shard, &peer, &request).await?
+    };
     match (response.status, response.body) {
         (Status::Ok, ResponseBody::Sync { body }) => {
             report.bytes_received += body.len() as u64;
@@ -705,15 +753,31 @@ fn compare_bytes(message: &Message) -> Bytes {
     out.into()
 }
 
-/// One sync of `range` with `peer`, as the initiator (module doc).
+/// One sync of `range` with `peer`, as the initiator (module doc). A sync that fails
+/// tells the peer (END without `complete`), so that it drops the session at once.
 pub async fn sync_range(
     shard: &Rc<Shard>,
     range: TokenRange,
     peer: Replica,
     report: &mut RepairReport,
 ) -> Result<(), String> {
-    let ae = &shard.antientropy;
     let session_id: u64 = rand::random();
+    let result = sync_session(shard, range, peer, session_id, report).await;
+    if result.is_err() {
+        let end = Step::End { complete: false };
+        let _ = step(shard, peer, session_id, end, report).await;
+    }
+    result
+}
+
+async fn sync_session(
+    shard: &Rc<Shard>,
+    range: TokenRange,
+    peer: Replica,
+    session_id: u64,
+    report: &mut RepairReport,
+) -> Result<(), String> {
+    let ae = &shard.antientropy;
     let began_us = now_us();
     let (snapshot, generation) = {
         let trees = ae.trees.borrow();
@@ -1007,9 +1071,15 @@ pub async fn answer(shard: &Rc<Shard>, body: Bytes) -> Result<Vec<u8>, (Status, 
                 let responder = sessions.get(&key).ok_or_else(no_session)?;
                 (responder.range, responder.generation)
             };
-            let listed = list(shard, range, generation, level, &leaves)
-                .await
-                .map_err(|e| (Status::Unavailable, e))?;
+            // The scan runs in the anti-entropy queue, not the request's.
+            let scanning = shard.clone();
+            let listed = glommio::spawn_local_into(
+                async move { list(&scanning, range, generation, level, &leaves).await },
+                ae.queue,
+            )
+            .expect("the queue belongs to this executor")
+            .await
+            .map_err(|e| (Status::Unavailable, e))?;
             let mut sessions = ae.sessions.borrow_mut();
             let responder = sessions.get_mut(&key).ok_or_else(no_session)?;
             responder.last_step = Instant::now();
@@ -1126,7 +1196,7 @@ fn next_page(responder: &mut Responder) -> Reply {
 /// REPAIR on this node: a full round on `shard`, or on every shard.
 pub async fn repair(shard: &Rc<Shard>, target: u16) -> RepairReport {
     if usize::from(target) == shard.id {
-        return round(shard, false).await;
+        return round_in_queue(shard).await;
     }
     let shards: Vec<usize> = if target == crate::protocol::REPAIR_ALL_SHARDS {
         (0..shard.peers.len()).collect()
@@ -1136,7 +1206,7 @@ pub async fn repair(shard: &Rc<Shard>, target: u16) -> RepairReport {
     let mut total = RepairReport::default();
     for s in shards {
         if s == shard.id {
-            total.add(&round(shard, false).await);
+            total.add(&round_in_queue(shard).await);
             continue;
         }
         let request = Request::Repair { shard: s as u16 };
@@ -1150,11 +1220,23 @@ pub async fn repair(shard: &Rc<Shard>, target: u16) -> RepairReport {
         match decoded {
             Ok(report) => total.add(&report),
             Err(e) => {
+                total.syncs_failed += 1;
                 total.first_error.get_or_insert(format!("shard {s}: {e}"));
             }
         }
     }
     total
+}
+
+/// A `ringkv repair` round, run in the anti-entropy queue rather than the request's.
+async fn round_in_queue(shard: &Rc<Shard>) -> RepairReport {
+    let repairing = shard.clone();
+    glommio::spawn_local_into(
+        async move { round(&repairing, false).await },
+        shard.antientropy.queue,
+    )
+    .expect("the queue belongs to this executor")
+    .await
 }
 
 /// A peer's view of one shard's trees (the TREES step), for `ringkv admin trees`.
