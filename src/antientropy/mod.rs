@@ -42,49 +42,32 @@
 //!
 //! # Updates: which path the engine takes
 //!
-//! - `dvv` writes read the stored set under the key's lock, so both contributions are
-//!   known: [`MerkleTree::update`]`(token, old, new)` as the new set becomes visible
-//!   (where the memtable merge happens). Replica writes and sync merges
-//!   ([`crate::storage::Engine::merge`]) are read-merge-write in both modes: the same.
-//! - `lww` writes are blind. When memory answers (a memtable holds the key, or no
-//!   table's filter admits it: the key was absent), the old contribution is known: use
-//!   `update`. Otherwise [`MerkleTree::mark_dirty`]: the next sync descends into the
-//!   leaf whatever its sum (the snapshot poisons it), the driver lists the leaf's keys
-//!   from storage, exchanges them, and hands the list back to
-//!   [`MerkleTree::finish_rebuild`] (void if the leaf was written meanwhile).
-//! - Compaction's purge of a tombstone-only key, and the clock pruning applied on the
-//!   way into a table, change a key's set too: `update(token, Some(old), new)`.
+//! The engine reports every change (`storage::engine::KeyChange`) and the server's
+//! driver (`server::antientropy`) applies it:
 //!
-//! # What the driver does (not built yet)
+//! - `dvv` writes read the stored set under the key's lock, and replica writes and
+//!   sync merges ([`crate::storage::Engine::merge`]) are read-merge-write in both modes:
+//!   both contributions are known, [`MerkleTree::update`]`(token, old, new)`.
+//! - `lww` writes are blind: [`MerkleTree::mark_dirty`]. The next sync descends into
+//!   the leaf whatever its sum (the snapshot poisons it), lists its keys from storage
+//!   and hands them to [`MerkleTree::finish_rebuild`] (void if the leaf was written
+//!   meanwhile).
+//! - A flush's clock pruning and a compaction's purge rewrite a key's stored set:
+//!   `mark_dirty` too.
+//!
+//! # What the driver does (`server::antientropy`)
 //!
 //! - **Where trees live**: in the shard, one per vnode range it replicates under the
-//!   current ring snapshot, keyed by [`TokenRange`]. A ring change that splits or
-//!   moves a range builds that range's tree again from storage (leaves do not split).
-//! - **Start-up**: one pass over the shard's keys (the merged view: memtables and
-//!   tables), routing `(token, contribution)` to the tree of its range
-//!   ([`MerkleTree::build`]). The tree's own work is ~12 ns a key (measured), the
-//!   contribution one xxh3 pass over the key's set; the pass is bounded by reading
-//!   every table once, values included since they are hashed (not measured here: the
-//!   disk's sequential read rate). It runs in the background queue; until a range's
-//!   tree is built the range is not offered for sync.
-//! - **Each write**: the engine calls `update` (or `mark_dirty`) where the new set
-//!   becomes visible, with the contribution of the payload it logged.
-//! - **A sync**: pick a range and a peer replica; `tree.snapshot(random)`,
-//!   [`Session::open`], send [`Open`] in an internal frame ([`encode`]), loop
-//!   `on_accept` / `on_answer` until `None`; the peer runs [`Session::accept`] and
-//!   `on_descend`. Then list the differing leaves' keys from storage, send them as
-//!   [`LeafKeys`]; the peer diffs ([`diff_keys`]), sends its sets of `send` keys as
-//!   replica writes (merged with `Engine::merge`) and asks for the `fetch` keys.
-//!   Storage is sorted by key, not token, so listing a leaf's keys is a scan of the
-//!   shard: batch all differing leaves of all ranges into one scan per round, or sort
-//!   tables by `(token, key)` so that a leaf is a contiguous run.
-//! - **Merging what a sync brings**: prune an incoming set with the read path's rule
-//!   (`server::coordinator`) before merging it, or a replica that has not pruned an
-//!   entry yet keeps giving it back to one that has. A purged tombstone comes back the
-//!   same way from a replica that has not purged it yet (harmless: a tombstone, until
-//!   that replica purges too).
-//! - **The simulator** drives the same sessions over its network, with trees built
-//!   from and updated by its disk's key → set store.
+//!   current ring snapshot; a ring change that moves the shard's ranges builds them
+//!   again from storage (one scan, in the background; writes meanwhile mark leaves
+//!   dirty).
+//! - **A sync**: `tree.snapshot(random)`, [`Session::open`], [`Open`] and [`Descend`]
+//!   in SYNC frames ([`encode`]), the peer answering with [`Session::accept`] and
+//!   `on_descend`. Then both sides list the differing leaves' keys from one scan each
+//!   (the peer in pages of its own format, not [`LeafKeys`]), [`diff_keys`] says what
+//!   to push and fetch, and every receiver merges.
+//! - **Not done**: incoming sets are merged unpruned (clock pruning applies on the way
+//!   into a table), and the simulator does not run syncs yet.
 //!
 //! # Files
 //!
