@@ -481,23 +481,31 @@ fn a_wiped_node_replaced_with_replace_ends_with_every_acknowledged_write() {
     cluster.nodes[2] = replacement;
     let new_id = cluster.node_id(2);
     assert_ne!(new_id, old_id, "a new id");
-    // It serves reads only once filled: until then its replica reads are refused, never
-    // answered with "not found" for what it has not got yet.
+    // It serves reads only once filled (every shard): until then its replica reads are
+    // refused, never answered with "not found" for what it has not got yet.
+    let expected: Vec<(String, String)> = (0..400)
+        .map(|i| (format!("before-{i}"), format!("b{i}")))
+        .chain((0..200).map(|i| (format!("during-{i}"), format!("d{i}"))))
+        .collect();
     wait_for(
         "the replacement is filled",
         Duration::from_secs(120),
-        || match try_replica_set(&cluster, 2, b"before-0") {
-            Ok(set) => {
-                assert!(
-                    holds(&set, b"b0"),
-                    "a read answered before the fill: {set:?}"
-                );
-                true
-            }
-            Err(status) => {
-                assert_eq!(status, Status::Unavailable);
-                false
-            }
+        || {
+            expected.iter().all(
+                |(key, value)| match try_replica_set(&cluster, 2, key.as_bytes()) {
+                    Ok(set) => {
+                        assert!(
+                            holds(&set, value.as_bytes()),
+                            "a read of {key} answered before the fill: {set:?}"
+                        );
+                        true
+                    }
+                    Err(status) => {
+                        assert_eq!(status, Status::Unavailable);
+                        false
+                    }
+                },
+            )
         },
     );
     // Every node's ring: the old node gone, the new one with its tokens.
