@@ -215,6 +215,17 @@ impl Trees {
         self.ranges.iter_mut().find(|r| r.range == range)
     }
 
+    /// Whether every other replica of `key`'s range is proven to hold its latest
+    /// tombstone (module doc); never while the trees are not built, nor for a key
+    /// outside the shard's ranges.
+    fn proven(&self, key: &[u8]) -> bool {
+        let token = crate::ring::token(key);
+        self.ready
+            && self
+                .locate(token)
+                .is_some_and(|s| self.ranges[s].proven(token))
+    }
+
     /// Whether `snapshot` gives this shard the same ranges with the same replicas.
     fn same_layout(&self, snapshot: &Snapshot, me: Replica) -> bool {
         let ring = &snapshot.ring;
@@ -407,14 +418,7 @@ impl AntiEntropy {
     /// The engine's purge rule: the proof of the module doc.
     pub fn purge_rule(&self) -> PurgeRule {
         let trees = self.trees.clone();
-        Box::new(move |key, _| {
-            let trees = trees.borrow();
-            let token = crate::ring::token(key);
-            trees.ready
-                && trees
-                    .locate(token)
-                    .is_some_and(|s| trees.ranges[s].proven(token))
-        })
+        Box::new(move |key, _| trees.borrow().proven(key))
     }
 
     /// Whether this shard may drop `versions` itself (a tombstone past grace, proven):
@@ -424,7 +428,7 @@ impl AntiEntropy {
             versions,
             now_us(),
             self.config.gc_grace_us,
-            (self.purge_rule())(key, versions),
+            self.trees.borrow().proven(key),
         )
     }
 
