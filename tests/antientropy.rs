@@ -10,13 +10,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::cluster::Cluster;
+use common::cluster::{wait_all_up, wait_for, Cluster};
 use common::{free_ports, Server};
 use ringkv::client::blocking::BlockingClient;
-use ringkv::membership::detector::Status as Health;
 use ringkv::protocol::{Consistency, Request, ResponseBody, Status, REPAIR_ALL_SHARDS};
 use ringkv::server::antientropy::wire::{decode_reply, Reply, TreeInfo};
 use ringkv::server::antientropy::{encode_trees_request, RepairReport};
@@ -121,38 +120,6 @@ fn roots_equal(cluster: &Cluster) -> Result<(), String> {
     Ok(())
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_all_up(cluster: &Cluster) {
-    let ids: Vec<u64> = (0..cluster.nodes.len())
-        .map(|i| cluster.node_id(i))
-        .collect();
-    wait_for(
-        "every node sees every other Up",
-        Duration::from_secs(60),
-        || {
-            (0..cluster.nodes.len()).all(|observer| {
-                cluster.view(observer).is_ok_and(|view| {
-                    ids.iter().all(|&id| {
-                        view.members
-                            .iter()
-                            .any(|m| m.node_id == id && m.status == Health::Up)
-                    })
-                })
-            })
-        },
-    );
-}
-
 /// Cuts node `cut` off from every other node, both ways.
 fn isolate(cluster: &Cluster, cut: usize) {
     let ids: Vec<u64> = (0..cluster.nodes.len())
@@ -214,7 +181,7 @@ fn repair_until_quiet(cluster: &Cluster, passes: usize) -> Vec<RepairReport> {
 #[test]
 fn replicas_that_diverged_without_hints_converge_after_repair() {
     let cluster = Cluster::start_with("ae-diverge", 3, NO_HINTS);
-    wait_all_up(&cluster);
+    wait_all_up(&cluster, Duration::from_secs(60));
     // Before anything: every replica built the trees of the whole ring, and they agree
     // (empty trees).
     wait_for(
@@ -259,7 +226,7 @@ fn replicas_that_diverged_without_hints_converge_after_repair() {
             .expect("overwrite");
     }
     heal(&cluster);
-    wait_all_up(&cluster);
+    wait_all_up(&cluster, Duration::from_secs(60));
     assert!(
         replica_set(&cluster, 2, b"missed-7").is_none(),
         "node 2 missed it"
@@ -321,7 +288,7 @@ fn a_deleted_key_does_not_come_back_from_a_replica_that_missed_the_delete() {
     let mut flags = NO_HINTS.to_vec();
     flags.extend(["--gc-grace", "1s"]);
     let cluster = Cluster::start_with("ae-tombstones", 3, &flags);
-    wait_all_up(&cluster);
+    wait_all_up(&cluster, Duration::from_secs(60));
     let keys: Vec<String> = (0..60).map(|i| format!("doomed-{i}")).collect();
     let mut all = cluster.client(0, Consistency::All);
     for key in &keys {
@@ -354,7 +321,7 @@ fn a_deleted_key_does_not_come_back_from_a_replica_that_missed_the_delete() {
 
     // Node 2 comes back, long after the grace period.
     heal(&cluster);
-    wait_all_up(&cluster);
+    wait_all_up(&cluster, Duration::from_secs(60));
     let reports = repair_until_quiet(&cluster, 3);
     eprintln!("repair passes: {reports:#?}");
     for key in &keys {
@@ -425,7 +392,7 @@ fn holds(set: &Option<VersionSet>, value: &[u8]) -> bool {
 fn a_wiped_node_replaced_with_replace_ends_with_every_acknowledged_write() {
     let cluster = Cluster::start_with("ae-replace", 3, &["--sync-interval", "0"]);
     let mut cluster = cluster;
-    wait_all_up(&cluster);
+    wait_all_up(&cluster, Duration::from_secs(60));
     let old_id = cluster.node_id(2);
     let old_tokens = cluster
         .view(0)

@@ -10,10 +10,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::cluster::{unavailable, Cluster};
+use common::cluster::{unavailable, wait_all_up, wait_for, Cluster};
 use ringkv::client::blocking::BlockingClient;
 use ringkv::client::ClientError;
 use ringkv::history::{History, Outcome};
@@ -25,18 +25,6 @@ use ringkv::version::{Context, VersionSet};
 /// The detector's defaults give about 3.3 s from the last heartbeat to Down
 /// (`membership::detector`); this bound leaves room for a loaded 2-core machine.
 const DETECTION_BOUND: Duration = Duration::from_secs(8);
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started.elapsed()
-}
 
 /// Whether node `node`'s own copy of `key` holds `value` (a REPLICA_READ of that node
 /// alone: no other replica's answer, no read repair).
@@ -59,26 +47,6 @@ fn replica_holds(cluster: &Cluster, node: usize, key: &[u8], value: &[u8]) -> bo
         },
         Err(_) => false,
     }
-}
-
-/// Waits until every node sees every other Up, with a few heartbeats behind it (so the
-/// detector has a rhythm to judge by).
-fn wait_all_up(cluster: &Cluster, limit: Duration) {
-    let ids: Vec<u64> = (0..cluster.nodes.len())
-        .map(|i| cluster.node_id(i))
-        .collect();
-    wait_for("every node sees every other Up", limit, || {
-        (0..cluster.nodes.len()).all(|observer| {
-            let Ok(view) = cluster.view(observer) else {
-                return false;
-            };
-            ids.iter().all(|&id| {
-                view.members
-                    .iter()
-                    .any(|m| m.node_id == id && m.status == Health::Up && m.heartbeat.counter >= 3)
-            })
-        })
-    });
 }
 
 /// Hints the nodes in `holders` keep for `node`, all together.

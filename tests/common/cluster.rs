@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::{free_ports, test_dir, Server};
 use ringkv::client::blocking::BlockingClient;
 use ringkv::client::ClientError;
+use ringkv::membership::detector::Status as Health;
 use ringkv::protocol::{Consistency, Status};
 
 pub struct Cluster {
@@ -155,4 +156,37 @@ pub fn unavailable(result: Result<impl std::fmt::Debug, ClientError>) -> String 
         }) => message,
         other => panic!("expected Unavailable, got {other:?}"),
     }
+}
+
+/// Waits until `done`, at most `limit`; how long it took.
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// Waits until every node sees every other Up, with a few heartbeats behind it (so the
+/// detector has a rhythm to judge by).
+pub fn wait_all_up(cluster: &Cluster, limit: Duration) {
+    let ids: Vec<u64> = (0..cluster.nodes.len())
+        .map(|i| cluster.node_id(i))
+        .collect();
+    wait_for("every node sees every other Up", limit, || {
+        (0..cluster.nodes.len()).all(|observer| {
+            let Ok(view) = cluster.view(observer) else {
+                return false;
+            };
+            ids.iter().all(|&id| {
+                view.members
+                    .iter()
+                    .any(|m| m.node_id == id && m.status == Health::Up && m.heartbeat.counter >= 3)
+            })
+        })
+    });
 }
