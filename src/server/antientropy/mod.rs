@@ -14,20 +14,28 @@
 //! background; writes during the scan mark their leaves dirty, and until the scan ends
 //! the shard neither starts nor accepts syncs.
 //!
-//! # A sync (initiator side, [`sync_range`])
+//! # A sync (initiator side, [`sync_batch`])
 //!
-//! 1. Compare: snapshot the range's tree, run `antientropy::Session` over SYNC frames
-//!    (COMPARE steps) until the differing leaves are known. Equal trees: one round
-//!    trip.
-//! 2. List: both sides scan storage once for the keys of the differing leaves (the peer
-//!    on a LIST step, paged back), and rebuild those leaves from what they listed (a
-//!    leaf written meanwhile is left for the next sync).
+//! A round syncs every range with every peer; the ranges shared with one peer go in
+//! batches of up to `BATCH_RANGES`, each range a session of its own.
+//!
+//! 1. Compare, range by range: snapshot the range's tree, run `antientropy::Session`
+//!    over SYNC frames (COMPARE steps) until the differing leaves are known. Equal
+//!    trees: one round trip, then END. Differing ones: LEAVES tells the peer which
+//!    leaves differ, and it drops its snapshot (it holds at most `COMPARING_MAX`).
+//! 2. List, once per batch: both sides scan storage once for the keys of every
+//!    differing leaf of the batch (the peer on a LIST step naming the batch's sessions,
+//!    paged back), and rebuild those leaves from what they listed (a leaf written
+//!    meanwhile is left for the next sync). Storage is sorted by key, not token, so a
+//!    scan reads the whole shard; batching makes that one scan per batch instead of
+//!    one per differing range.
 //! 3. Repair: `diff_keys` says which keys differ. This side pushes its sets as
 //!    REPLICA_WRITEs, and FETCHes the peer's sets and merges them. A key that differs
 //!    on both sides moves both ways; after the merge both hold the same set.
-//! 4. End: END with `complete` when every push and merge succeeded. Only then do both
-//!    sides record the sync (`Range::synced`) for the proof below. A failed sync sends
-//!    END without `complete`, so the peer drops its session.
+//! 4. End: END with `complete` on each session when every push and merge of the batch
+//!    succeeded. Only then do both sides record the sync (`Range::synced`) for the
+//!    proof below. A failed sync sends END without `complete`, so the peer drops its
+//!    session; a batch's listed ranges succeed or fail together.
 //!
 //! Scans read at most `--sync-scan-bytes-per-sec`, pushes and fetches move at most
 //! `--sync-bytes-per-sec`. Builds, rounds (periodic, `ringkv repair`, a replacement's
@@ -52,8 +60,8 @@
 //!
 //! # Not done
 //!
-//! Keys of a leaf are listed by scanning the shard (storage is sorted by key, not
-//! token): one scan per differing range per sync, paced. Incoming sets are merged as
+//! Keys of a leaf are listed by scanning the whole shard (one paced scan per batch on
+//! each side). Incoming sets are merged as
 //! they come (clock pruning applies later, on the way into a table), so a replica that
 //! pruned an entry gets it back until its peers prune it too. Steps are not
 //! authenticated (no internal request is): a sender can name any node as `from`, so
@@ -89,10 +97,19 @@ use super::Shard;
 
 /// Leaves per tombstone-arrival group: `2^(depth - GROUP_LEVEL)`.
 const GROUP_LEVEL: u8 = 8;
-/// Most comparisons one shard answers at once; more are refused as busy.
-const SESSIONS_MAX: usize = 8;
-/// A responder's session nobody stepped for this long is dropped.
+/// Most comparisons one shard answers at once (each holds a snapshot of its tree:
+/// 256 KiB at depth 14); more are refused as busy.
+const COMPARING_MAX: usize = 8;
+/// Most sessions one shard keeps at once, compared or listed (a few bytes each, plus
+/// the differing leaves until they are listed).
+const SESSIONS_MAX: usize = 512;
+/// Ranges one batch of a round compares with a peer before it lists their differing
+/// leaves in one scan on each side (`sync_batch`).
+const BATCH_RANGES: usize = 64;
+/// A responder's session nobody stepped for this long is dropped; once listed, the
+/// initiator may push and fetch for a long time before its END.
 const SESSION_IDLE: Duration = Duration::from_secs(60);
+const LISTED_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Bytes of keys one LIST page carries, of sets one FETCH answer carries.
 const PAGE_BYTES: usize = 256 << 10;
 /// Keys one FETCH asks for.
@@ -312,12 +329,32 @@ impl RepairReport {
 /// A comparison this shard answers.
 struct Responder {
     range: TokenRange,
-    session: Session,
+    phase: Phase,
     generation: u64,
     began_us: u64,
     last_step: Instant,
-    /// The differing leaves' keys, once listed, and how many were paged out.
+    /// The keys a LIST on this session listed (for every session it named), and how
+    /// many were paged out.
     listing: Option<(Vec<KeyDigest>, usize)>,
+}
+
+enum Phase {
+    /// The comparison runs, on a snapshot of the tree.
+    Comparing(Session),
+    /// The initiator's comparison is over (LEAVES): these nodes of `level` differ.
+    Compared { level: u8, leaves: Vec<u32> },
+    /// A LIST covered the session: it waits for END.
+    Listed,
+}
+
+impl Responder {
+    fn idle(&self) -> bool {
+        let limit = match self.phase {
+            Phase::Listed => LISTED_IDLE,
+            _ => SESSION_IDLE,
+        };
+        self.last_step.elapsed() >= limit
+    }
 }
 
 /// The shard's anti-entropy state.
@@ -603,7 +640,9 @@ async fn build(shard: &Rc<Shard>) {
 
 /// One round: every range with every peer. `periodic` rounds start only the syncs
 /// toward peers with a larger id (the other side starts the rest; an END records the
-/// sync on both sides); `ringkv repair` starts them all.
+/// sync on both sides); `ringkv repair` starts them all. The ranges shared with one
+/// peer go in batches (`sync_batch`), so that a round scans each side's storage once
+/// per batch, not once per differing range.
 pub async fn round(shard: &Rc<Shard>, periodic: bool) -> RepairReport {
     let ae = &shard.antientropy;
     let _round = ae.round.acquire_permit(1).await.expect("never closed");
@@ -621,42 +660,57 @@ pub async fn round(shard: &Rc<Shard>, periodic: bool) -> RepairReport {
         (trees.ready, work)
     };
     report.ranges = work.len() as u64;
+    let mut synced: Vec<bool> = work.iter().map(|(_, peers)| peers.is_empty()).collect();
+    // Each peer with the indexes (into `work`) of the ranges it shares with this shard.
+    let mut by_peer: Vec<(Replica, Vec<usize>)> = Vec::new();
+    for (index, (_, peers)) in work.iter().enumerate() {
+        for &peer in peers {
+            match by_peer.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, ranges)) => ranges.push(index),
+                None => by_peer.push((peer, vec![index])),
+            }
+        }
+    }
     let health = shard.health();
-    for (range, peers) in work {
-        let mut synced = peers.is_empty();
-        for peer in peers {
-            if periodic && peer.node_id < shard.node_id {
-                continue;
-            }
-            if !ready || !health.is_up(peer.node_id) {
-                report.syncs_skipped += 1;
-                continue;
-            }
-            match sync_range(shard, range, peer, &mut report).await {
-                Ok(()) => {
-                    synced = true;
-                    report.syncs += 1;
-                    ae.note_peer(peer.node_id, |p| {
-                        p.syncs += 1;
-                        p.last_sync_us = now_us();
-                    });
-                }
-                Err(e) => {
-                    report.syncs_failed += 1;
-                    ae.note_peer(peer.node_id, |p| p.syncs_failed += 1);
-                    if report.first_error.is_none() {
-                        report.first_error = Some(format!(
-                            "range ({:#018x}, {:#018x}] with node {:016x}: {e}",
-                            range.start, range.end, peer.node_id
-                        ));
+    for (peer, ranges) in by_peer {
+        if periodic && peer.node_id < shard.node_id {
+            continue;
+        }
+        if !ready || !health.is_up(peer.node_id) {
+            report.syncs_skipped += ranges.len() as u64;
+            continue;
+        }
+        for batch in ranges.chunks(BATCH_RANGES) {
+            let batch_ranges: Vec<TokenRange> = batch.iter().map(|&i| work[i].0).collect();
+            let results = sync_batch(shard, peer, &batch_ranges, &mut report).await;
+            for (&index, result) in batch.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        synced[index] = true;
+                        report.syncs += 1;
+                        ae.note_peer(peer.node_id, |p| {
+                            p.syncs += 1;
+                            p.last_sync_us = now_us();
+                        });
+                    }
+                    Err(e) => {
+                        let range = work[index].0;
+                        report.syncs_failed += 1;
+                        ae.note_peer(peer.node_id, |p| p.syncs_failed += 1);
+                        if report.first_error.is_none() {
+                            report.first_error = Some(format!(
+                                "range ({:#018x}, {:#018x}] with node {:016x}: {e}",
+                                range.start, range.end, peer.node_id
+                            ));
+                        }
                     }
                 }
             }
             glommio::yield_if_needed().await;
         }
-        if !synced && !periodic {
-            report.ranges_unsynced += 1;
-        }
+    }
+    if !periodic {
+        report.ranges_unsynced = synced.iter().filter(|&&s| !s).count() as u64;
     }
     report_to_control(shard);
     report
@@ -757,50 +811,110 @@ fn compare_bytes(message: &Message) -> Bytes {
     out.into()
 }
 
-/// One sync of `range` with `peer`, as the initiator (module doc). A sync that fails
-/// tells the peer (END without `complete`), so that it drops the session at once.
-pub async fn sync_range(
-    shard: &Rc<Shard>,
-    range: TokenRange,
-    peer: Replica,
-    report: &mut RepairReport,
-) -> Result<(), String> {
-    let session_id: u64 = rand::random();
-    let result = sync_session(shard, range, peer, session_id, report).await;
-    if result.is_err() {
-        let end = Step::End { complete: false };
-        let _ = step(shard, peer, session_id, end, report).await;
-    }
-    result
+/// A range of a batch whose comparison found differing leaves: its session waits for
+/// the batch's listing.
+struct Pending {
+    index: usize,
+    session: u64,
+    began_us: u64,
+    generation: u64,
+    item: ListItem,
 }
 
-async fn sync_session(
+/// What `list` lists of one range: the keys of these nodes of `level`.
+struct ListItem {
+    range: TokenRange,
+    level: u8,
+    leaves: Vec<u32>,
+}
+
+/// One sync of each of `ranges` with `peer`, as the initiator (module doc): one result
+/// per range. The ranges are compared one after another; those that differ are listed
+/// together (one scan on each side) and repaired together, and succeed or fail
+/// together. A sync that fails tells the peer (END without `complete`), so that it
+/// drops the session at once.
+pub async fn sync_batch(
+    shard: &Rc<Shard>,
+    peer: Replica,
+    ranges: &[TokenRange],
+    report: &mut RepairReport,
+) -> Vec<Result<(), String>> {
+    let mut results: Vec<Result<(), String>> = vec![Ok(()); ranges.len()];
+    let mut pending: Vec<Pending> = Vec::new();
+    for (index, &range) in ranges.iter().enumerate() {
+        let session: u64 = rand::random();
+        let began_us = now_us();
+        match compare(shard, range, peer, session, report).await {
+            Ok(None) => {} // the ring moved on
+            Ok(Some((_, item))) if item.leaves.is_empty() => {
+                results[index] = end(shard, peer, session, range, began_us, report).await;
+            }
+            Ok(Some((generation, item))) => {
+                report.differing_leaves += item.leaves.len() as u64;
+                let leaves = Step::Leaves {
+                    level: item.level,
+                    leaves: item.leaves.clone(),
+                };
+                match step(shard, peer, session, leaves, report).await {
+                    Ok(Reply::Done) => pending.push(Pending {
+                        index,
+                        session,
+                        began_us,
+                        generation,
+                        item,
+                    }),
+                    Ok(_) => results[index] = Err("LEAVES answered with another step".into()),
+                    Err(e) => results[index] = Err(e),
+                }
+            }
+            Err(e) => results[index] = Err(e),
+        }
+        if results[index].is_err() {
+            abandon(shard, peer, session, report).await;
+        }
+        glommio::yield_if_needed().await;
+    }
+    if pending.is_empty() {
+        return results;
+    }
+    match repair_listed(shard, peer, &pending, report).await {
+        Ok(()) => {
+            for p in &pending {
+                let range = p.item.range;
+                results[p.index] = end(shard, peer, p.session, range, p.began_us, report).await;
+            }
+        }
+        Err(e) => {
+            for p in &pending {
+                results[p.index] = Err(e.clone());
+                abandon(shard, peer, p.session, report).await;
+            }
+        }
+    }
+    results
+}
+
+/// Compares `range`'s tree with the peer's on `session`: the trees' generation and the
+/// differing leaves; `None` if this shard no longer has the range.
+async fn compare(
     shard: &Rc<Shard>,
     range: TokenRange,
     peer: Replica,
     session_id: u64,
     report: &mut RepairReport,
-) -> Result<(), String> {
+) -> Result<Option<(u64, ListItem)>, String> {
     let ae = &shard.antientropy;
-    let began_us = now_us();
     let (snapshot, generation) = {
         let trees = ae.trees.borrow();
         let Some(r) = trees.by_range(range) else {
-            return Ok(()); // the ring moved on
+            return Ok(None);
         };
         (r.tree.snapshot(rand::random()), trees.generation)
     };
     let limits = ae.limits;
     let (mut session, open) = Session::open(snapshot, limits);
-    let reply = step(
-        shard,
-        peer,
-        session_id,
-        Step::Compare(compare_bytes(&Message::Open(open))),
-        report,
-    )
-    .await?;
-    let Reply::Compare(bytes) = reply else {
+    let open = Step::Compare(compare_bytes(&Message::Open(open)));
+    let Reply::Compare(bytes) = step(shard, peer, session_id, open, report).await? else {
         return Err("COMPARE answered with another step".into());
     };
     let mut next = match compare_message(&bytes, &limits)? {
@@ -809,15 +923,8 @@ async fn sync_session(
         other => return Err(format!("unexpected answer to Open: {other:?}")),
     };
     while let Some(descend) = next {
-        let reply = step(
-            shard,
-            peer,
-            session_id,
-            Step::Compare(compare_bytes(&Message::Descend(descend))),
-            report,
-        )
-        .await?;
-        let Reply::Compare(bytes) = reply else {
+        let descend = Step::Compare(compare_bytes(&Message::Descend(descend)));
+        let Reply::Compare(bytes) = step(shard, peer, session_id, descend, report).await? else {
             return Err("COMPARE answered with another step".into());
         };
         next = match compare_message(&bytes, &limits)? {
@@ -825,61 +932,88 @@ async fn sync_session(
             other => return Err(format!("unexpected answer to Descend: {other:?}")),
         };
     }
-    let level = session.leaf_level();
-    let leaves = session.differing_leaves().to_vec();
-    report.differing_leaves += leaves.len() as u64;
-    if !leaves.is_empty() {
-        let local = list(shard, range, generation, level, &leaves).await?;
-        let mut remote: Vec<KeyDigest> = Vec::new();
-        let mut request = Step::List {
-            level,
-            leaves: leaves.clone(),
-        };
-        loop {
-            match step(shard, peer, session_id, request, report).await? {
-                Reply::Keys { more, keys } => {
-                    if let (Some(last), Some(first)) = (remote.last(), keys.first()) {
-                        if last.key >= first.key {
-                            return Err("listed pages out of order".into());
-                        }
-                    }
-                    remote.extend(keys);
-                    if !more {
-                        break;
+    let item = ListItem {
+        range,
+        level: session.leaf_level(),
+        leaves: session.differing_leaves().to_vec(),
+    };
+    Ok(Some((generation, item)))
+}
+
+/// Lists the pending ranges' differing leaves on both sides, and moves the sets that
+/// differ both ways.
+async fn repair_listed(
+    shard: &Rc<Shard>,
+    peer: Replica,
+    pending: &[Pending],
+    report: &mut RepairReport,
+) -> Result<(), String> {
+    let ae = &shard.antientropy;
+    let generation = pending[0].generation;
+    if pending.iter().any(|p| p.generation != generation) {
+        return Err("the trees were rebuilt".into());
+    }
+    let items: Vec<&ListItem> = pending.iter().map(|p| &p.item).collect();
+    let local = list(shard, generation, &items).await?;
+    let handle = pending[0].session;
+    let mut sessions: Vec<u64> = pending.iter().map(|p| p.session).collect();
+    sessions.sort_unstable();
+    let mut remote: Vec<KeyDigest> = Vec::new();
+    let mut request = Step::List { sessions };
+    loop {
+        match step(shard, peer, handle, request, report).await? {
+            Reply::Keys { more, keys } => {
+                if let (Some(last), Some(first)) = (remote.last(), keys.first()) {
+                    if last.key >= first.key {
+                        return Err("listed pages out of order".into());
                     }
                 }
-                _ => return Err("LIST answered with another step".into()),
+                remote.extend(keys);
+                if !more {
+                    break;
+                }
             }
-            request = Step::ListNext;
+            _ => return Err("LIST answered with another step".into()),
         }
-        let diff = diff_keys(&local, &remote);
-        let remote_has = |key: &Bytes| remote.binary_search_by(|d| d.key.cmp(key)).is_ok();
-        let local_has = |key: &Bytes| local.binary_search_by(|d| d.key.cmp(key)).is_ok();
-        let mut pace = Pace::new(ae.config.transfer_bytes_per_sec);
-        push(shard, peer, &diff.send, &remote_has, &mut pace, report).await?;
-        pull(
-            shard,
-            peer,
-            session_id,
-            &diff.fetch,
-            &local_has,
-            &mut pace,
-            report,
-        )
-        .await?;
+        request = Step::ListNext;
     }
-    step(
+    let diff = diff_keys(&local, &remote);
+    let remote_has = |key: &Bytes| remote.binary_search_by(|d| d.key.cmp(key)).is_ok();
+    let local_has = |key: &Bytes| local.binary_search_by(|d| d.key.cmp(key)).is_ok();
+    let mut pace = Pace::new(ae.config.transfer_bytes_per_sec);
+    push(shard, peer, &diff.send, &remote_has, &mut pace, report).await?;
+    pull(
         shard,
         peer,
-        session_id,
-        Step::End { complete: true },
+        handle,
+        &diff.fetch,
+        &local_has,
+        &mut pace,
         report,
     )
-    .await?;
-    if let Some(r) = ae.trees.borrow_mut().by_range_mut(range) {
+    .await
+}
+
+/// Ends a sync whose differences were repaired: END with `complete`, and the record
+/// the proof needs.
+async fn end(
+    shard: &Rc<Shard>,
+    peer: Replica,
+    session: u64,
+    range: TokenRange,
+    began_us: u64,
+    report: &mut RepairReport,
+) -> Result<(), String> {
+    step(shard, peer, session, Step::End { complete: true }, report).await?;
+    if let Some(r) = shard.antientropy.trees.borrow_mut().by_range_mut(range) {
         r.synced.insert(peer.node_id, began_us);
     }
     Ok(())
+}
+
+/// Tells the peer a sync failed (END without `complete`); it drops the session.
+async fn abandon(shard: &Rc<Shard>, peer: Replica, session: u64, report: &mut RepairReport) {
+    let _ = step(shard, peer, session, Step::End { complete: false }, report).await;
 }
 
 /// Sends this shard's sets of `keys` to the peer as REPLICA_WRITEs, a window at a time.
@@ -981,47 +1115,54 @@ async fn pull(
     Ok(())
 }
 
-/// The keys of `leaves` (nodes of `level`) of `range`'s tree, as digests in key order,
-/// from one scan of the shard; and the rebuild of the tree's leaves they cover.
+/// The keys of `items` (nodes of a level of a range's tree), as digests in key order,
+/// from one scan of the shard; and the rebuild of the tree leaves they cover.
 async fn list(
     shard: &Rc<Shard>,
-    range: TokenRange,
     generation: u64,
-    level: u8,
-    leaves: &[u32],
+    items: &[&ListItem],
 ) -> Result<Vec<KeyDigest>, String> {
     let ae = &shard.antientropy;
-    let (shape, tickets) = {
+    // Per item: the tree's shape, and a rebuild ticket per leaf it covers.
+    let (shapes, mut tickets) = {
         let mut trees = ae.trees.borrow_mut();
         if trees.generation != generation {
             return Err("the trees were rebuilt".into());
         }
-        let Some(r) = trees.by_range_mut(range) else {
-            return Err("the range is gone".into());
-        };
-        let shape = *r.tree.shape();
-        if level > shape.depth {
-            return Err(format!(
-                "level {level} below the tree's depth {}",
-                shape.depth
-            ));
+        let mut shapes = Vec::with_capacity(items.len());
+        let mut tickets = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(r) = trees.by_range_mut(item.range) else {
+                return Err("the range is gone".into());
+            };
+            let shape = *r.tree.shape();
+            if item.level > shape.depth {
+                return Err(format!(
+                    "level {} below the tree's depth {}",
+                    item.level, shape.depth
+                ));
+            }
+            let span = 1u32 << (shape.depth - item.level);
+            let leaf_tickets: Vec<_> = item
+                .leaves
+                .iter()
+                .flat_map(|&node| (node * span)..(node + 1) * span)
+                .map(|leaf| (leaf, r.tree.begin_rebuild(leaf)))
+                .collect();
+            shapes.push(shape);
+            tickets.push(leaf_tickets);
         }
-        let span = 1u32 << (shape.depth - level);
-        let tickets: Vec<_> = leaves
-            .iter()
-            .flat_map(|&node| (node * span)..(node + 1) * span)
-            .map(|leaf| (leaf, r.tree.begin_rebuild(leaf)))
-            .collect();
-        (shape, tickets)
+        (shapes, tickets)
     };
-    let wanted = |key: &[u8]| {
-        let token = crate::ring::token(key);
-        shape
-            .node_of(token, level)
-            .is_some_and(|node| leaves.binary_search(&node).is_ok())
+    // The item whose range holds `token`, if its leaf is listed.
+    let item_of = |token: Token| {
+        let i = items.iter().position(|item| item.range.contains(token))?;
+        let node = shapes[i].node_of(token, items[i].level)?;
+        items[i].leaves.binary_search(&node).ok().map(|_| i)
     };
+    let wanted = |key: &[u8]| item_of(crate::ring::token(key)).is_some();
     let mut digests = Vec::new();
-    let mut by_leaf: AHashMap<u32, Vec<(Token, u64)>> = AHashMap::new();
+    let mut by_leaf: AHashMap<(usize, u32), Vec<(Token, u64)>> = AHashMap::new();
     shard
         .engine
         .scan(&wanted, ae.config.scan_bytes_per_sec, |key, versions| {
@@ -1031,17 +1172,20 @@ async fn list(
                 key: key.clone(),
                 contribution: c,
             });
-            let leaf = shape.leaf_of(token).expect("wanted keys are in the range");
-            by_leaf.entry(leaf).or_default().push((token, c));
+            let i = item_of(token).expect("wanted keys are listed");
+            let leaf = shapes[i].leaf_of(token).expect("listed keys are in the range");
+            by_leaf.entry((i, leaf)).or_default().push((token, c));
         })
         .await
         .map_err(|e| e.to_string())?;
     let mut trees = ae.trees.borrow_mut();
     if trees.generation == generation {
-        if let Some(r) = trees.by_range_mut(range) {
-            for (leaf, ticket) in tickets {
-                let keys = by_leaf.remove(&leaf).unwrap_or_default();
-                r.tree.finish_rebuild(ticket, keys);
+        for (i, item) in items.iter().enumerate() {
+            if let Some(r) = trees.by_range_mut(item.range) {
+                for (leaf, ticket) in std::mem::take(&mut tickets[i]) {
+                    let keys = by_leaf.remove(&(i, leaf)).unwrap_or_default();
+                    r.tree.finish_rebuild(ticket, keys);
+                }
             }
         }
     }
@@ -1061,33 +1205,74 @@ pub async fn answer(shard: &Rc<Shard>, body: Bytes) -> Result<Vec<u8>, (Status, 
                 let mut sessions = ae.sessions.borrow_mut();
                 let responder = sessions.get_mut(&key).ok_or_else(no_session)?;
                 responder.last_step = Instant::now();
-                let answer = responder
-                    .session
+                let Phase::Comparing(session) = &mut responder.phase else {
+                    return Err(bad("a Descend after the comparison ended".into()));
+                };
+                let answer = session
                     .on_descend(&descend)
                     .map_err(|e| bad(e.to_string()))?;
                 Reply::Compare(compare_bytes(&Message::Answer(answer)))
             }
             other => return Err(bad(format!("a peer sent {other:?} as a step"))),
         },
-        Step::List { level, leaves } => {
-            let (range, generation) = {
-                let sessions = ae.sessions.borrow();
-                let responder = sessions.get(&key).ok_or_else(no_session)?;
-                (responder.range, responder.generation)
+        Step::Leaves { level, leaves } => {
+            let mut sessions = ae.sessions.borrow_mut();
+            let responder = sessions.get_mut(&key).ok_or_else(no_session)?;
+            if !matches!(responder.phase, Phase::Comparing(_)) {
+                return Err(bad("LEAVES twice".into()));
+            }
+            responder.last_step = Instant::now();
+            responder.phase = Phase::Compared { level, leaves };
+            Reply::Done
+        }
+        Step::List { sessions: listed } => {
+            // Every named session hands over its leaves (and is listed from now on,
+            // whatever the scan's outcome: a failed LIST fails the sync).
+            let (generation, items) = {
+                let mut sessions = ae.sessions.borrow_mut();
+                let mut generation = None;
+                let mut items = Vec::with_capacity(listed.len());
+                for &id in &listed {
+                    let responder = sessions
+                        .get_mut(&(request.from, id))
+                        .ok_or_else(no_session)?;
+                    if *generation.get_or_insert(responder.generation) != responder.generation {
+                        return Err((Status::Unavailable, "the trees were rebuilt".into()));
+                    }
+                    let Phase::Compared { level, leaves } =
+                        std::mem::replace(&mut responder.phase, Phase::Listed)
+                    else {
+                        return Err(bad(format!("session {id:#018x} is not compared")));
+                    };
+                    responder.last_step = Instant::now();
+                    items.push(ListItem {
+                        range: responder.range,
+                        level,
+                        leaves,
+                    });
+                }
+                (generation.expect("a LIST names a session"), items)
             };
             // The scan runs in the anti-entropy queue, not the request's.
             let scanning = shard.clone();
-            let listed = glommio::spawn_local_into(
-                async move { list(&scanning, range, generation, level, &leaves).await },
+            let listing = glommio::spawn_local_into(
+                async move {
+                    let items: Vec<&ListItem> = items.iter().collect();
+                    list(&scanning, generation, &items).await
+                },
                 ae.queue,
             )
             .expect("the queue belongs to this executor")
             .await
             .map_err(|e| (Status::Unavailable, e))?;
             let mut sessions = ae.sessions.borrow_mut();
+            for &id in &listed {
+                if let Some(responder) = sessions.get_mut(&(request.from, id)) {
+                    responder.last_step = Instant::now();
+                }
+            }
             let responder = sessions.get_mut(&key).ok_or_else(no_session)?;
-            responder.last_step = Instant::now();
-            responder.listing = Some((listed, 0));
+            responder.listing = Some((listing, 0));
             next_page(responder)
         }
         Step::ListNext => {
@@ -1148,9 +1333,13 @@ fn accept(shard: &Shard, key: (NodeId, u64), open: &crate::antientropy::Open) ->
     let ae = &shard.antientropy;
     let refuse = |reason| Message::Refuse(Refuse { reason });
     let mut sessions = ae.sessions.borrow_mut();
-    sessions.retain(|_, s| s.last_step.elapsed() < SESSION_IDLE);
+    sessions.retain(|_, s| !s.idle());
     let trees = ae.trees.borrow();
-    if !trees.ready || sessions.len() >= SESSIONS_MAX {
+    let comparing = sessions
+        .values()
+        .filter(|s| matches!(s.phase, Phase::Comparing(_)))
+        .count();
+    if !trees.ready || comparing >= COMPARING_MAX || sessions.len() >= SESSIONS_MAX {
         return refuse(RefuseReason::Busy);
     }
     let Some(r) = trees.by_range(open.range) else {
@@ -1163,7 +1352,7 @@ fn accept(shard: &Shard, key: (NodeId, u64), open: &crate::antientropy::Open) ->
                 key,
                 Responder {
                     range: open.range,
-                    session,
+                    phase: Phase::Comparing(session),
                     generation: trees.generation,
                     began_us: now_us(),
                     last_step: Instant::now(),

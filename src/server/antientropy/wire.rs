@@ -3,13 +3,16 @@
 //! Internal frames carry no checksum, so each body ends with its own CRC32C. The tree
 //! comparison itself travels as `antientropy` messages (their codec has its own CRC
 //! and limits); this layer adds who asks, which session, and the steps after the
-//! comparison: listing the differing leaves' keys, fetching sets, ending.
+//! comparison: naming the differing leaves, listing their keys (for many sessions at
+//! once, so that one scan serves every range a round compares with the peer), fetching
+//! sets, ending.
 //!
 //! ```text
 //! step    from u64 | session u64 | op u8 | body | crc32c u32
 //!   op 1 COMPARE    antientropy message (Open or Descend)
-//!   op 2 LIST       level u8 | leaf_count u32 | leaf u32 × leaf_count   (increasing)
+//!   op 2 LEAVES     level u8 | leaf_count u32 | leaf u32 × leaf_count   (increasing)
 //!   op 3 LIST_NEXT  (empty)
+//!   op 7 LIST       session_count u16 | session u64 × session_count    (increasing)
 //!   op 4 FETCH      key_count u32 | (lacks u8 | key_len u16 | key) × key_count
 //!   op 5 END        complete u8
 //!   op 6 TREES      (empty)
@@ -35,24 +38,31 @@ use crate::protocol::codec::Reader;
 use crate::ring::cluster::NodeId;
 
 const OP_COMPARE: u8 = 1;
-const OP_LIST: u8 = 2;
+const OP_LEAVES: u8 = 2;
 const OP_LIST_NEXT: u8 = 3;
 const OP_FETCH: u8 = 4;
 const OP_END: u8 = 5;
 const OP_TREES: u8 = 6;
+const OP_LIST: u8 = 7;
 const REPLY_KEYS: u8 = 2;
 const REPLY_SETS: u8 = 4;
 const REPLY_DONE: u8 = 5;
 
 const CRC_BYTES: usize = 4;
+/// Most sessions one LIST names.
+pub const LIST_SESSIONS_MAX: usize = 1024;
 
 /// What the initiator asks of the peer in one SYNC frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// A tree comparison message (`antientropy::encode`d Open or Descend).
     Compare(Bytes),
-    /// List the keys of these nodes of `level` (the comparison's differing leaves).
-    List { level: u8, leaves: Vec<u32> },
+    /// The comparison is over; these nodes of `level` differ (its leaves). The peer
+    /// keeps them for a LIST and drops its snapshot of the tree.
+    Leaves { level: u8, leaves: Vec<u32> },
+    /// List, in one scan, the keys of the leaves these sessions named (the step's own
+    /// session must be one of them: the pages are continued on it).
+    List { sessions: Vec<u64> },
     /// The next page of the listing.
     ListNext,
     /// The peer's sets of these keys; `lacks`: the asker holds no copy at all.
@@ -103,12 +113,19 @@ pub fn encode_step(request: &StepRequest) -> Vec<u8> {
             out.push(OP_COMPARE);
             out.extend_from_slice(message);
         }
-        Step::List { level, leaves } => {
-            out.push(OP_LIST);
+        Step::Leaves { level, leaves } => {
+            out.push(OP_LEAVES);
             out.push(*level);
             out.extend_from_slice(&(leaves.len() as u32).to_le_bytes());
             for leaf in leaves {
                 out.extend_from_slice(&leaf.to_le_bytes());
+            }
+        }
+        Step::List { sessions } => {
+            out.push(OP_LIST);
+            out.extend_from_slice(&(sessions.len() as u16).to_le_bytes());
+            for session in sessions {
+                out.extend_from_slice(&session.to_le_bytes());
             }
         }
         Step::ListNext => out.push(OP_LIST_NEXT),
@@ -138,7 +155,7 @@ pub fn decode_step(body: Bytes, key_bytes_max: usize) -> Result<StepRequest, Str
             let rest = r.remaining();
             Step::Compare(r.bytes(rest, "message").map_err(text)?)
         }
-        OP_LIST => {
+        OP_LEAVES => {
             let level = r.u8("level").map_err(text)?;
             if level > crate::antientropy::DEPTH_MAX {
                 return Err(format!("level {level} is deeper than any tree"));
@@ -156,7 +173,28 @@ pub fn decode_step(body: Bytes, key_bytes_max: usize) -> Result<StepRequest, Str
                 }
                 leaves.push(leaf);
             }
-            Step::List { level, leaves }
+            Step::Leaves { level, leaves }
+        }
+        OP_LIST => {
+            let count = usize::from(r.u16("session_count").map_err(text)?);
+            if count == 0 || count > LIST_SESSIONS_MAX {
+                return Err(format!(
+                    "LIST of {count} sessions (1 to {LIST_SESSIONS_MAX})"
+                ));
+            }
+            r.ensure_room(count, 8, "session_count").map_err(text)?;
+            let mut sessions: Vec<u64> = Vec::with_capacity(count);
+            for _ in 0..count {
+                let listed = r.u64("session").map_err(text)?;
+                if sessions.last().is_some_and(|&last| last >= listed) {
+                    return Err(format!("session {listed:#018x} out of order"));
+                }
+                sessions.push(listed);
+            }
+            if sessions.binary_search(&session).is_err() {
+                return Err("a LIST must name its own session".into());
+            }
+            Step::List { sessions }
         }
         OP_LIST_NEXT => Step::ListNext,
         OP_FETCH => {
@@ -351,9 +389,12 @@ mod tests {
         };
         vec![
             step(Step::Compare(Bytes::from_static(b"abc"))),
-            step(Step::List {
+            step(Step::Leaves {
                 level: 14,
                 leaves: vec![1, 5, 16000],
+            }),
+            step(Step::List {
+                sessions: vec![3, 9, u64::MAX],
             }),
             step(Step::ListNext),
             step(Step::Fetch(vec![
@@ -425,14 +466,14 @@ mod tests {
     fn lying_counts_and_disorder_are_refused_behind_a_good_crc() {
         let sealed = |body: Vec<u8>| Bytes::from(seal(body));
         let mut list = vec![0u8; 16];
-        list.extend_from_slice(&[OP_LIST, 3]);
+        list.extend_from_slice(&[OP_LEAVES, 3]);
         list.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(
             decode_step(sealed(list), 1024).is_err(),
             "count past the bytes"
         );
         let mut disorder = vec![0u8; 16];
-        disorder.extend_from_slice(&[OP_LIST, 3]);
+        disorder.extend_from_slice(&[OP_LEAVES, 3]);
         disorder.extend_from_slice(&2u32.to_le_bytes());
         disorder.extend_from_slice(&5u32.to_le_bytes());
         disorder.extend_from_slice(&4u32.to_le_bytes());
@@ -441,13 +482,30 @@ mod tests {
             "leaves out of order"
         );
         let mut deep = vec![0u8; 16];
-        deep.extend_from_slice(&[OP_LIST, 3]);
+        deep.extend_from_slice(&[OP_LEAVES, 3]);
         deep.extend_from_slice(&1u32.to_le_bytes());
         deep.extend_from_slice(&8u32.to_le_bytes());
         assert!(
             decode_step(sealed(deep), 1024).is_err(),
             "no leaf 8 at level 3"
         );
+        let list = |session: u64, sessions: &[u64]| {
+            let mut body = vec![0u8; 8];
+            body.extend_from_slice(&session.to_le_bytes());
+            body.push(OP_LIST);
+            body.extend_from_slice(&(sessions.len() as u16).to_le_bytes());
+            for s in sessions {
+                body.extend_from_slice(&s.to_le_bytes());
+            }
+            sealed(body)
+        };
+        assert!(decode_step(list(2, &[1, 2]), 1024).is_ok());
+        assert!(decode_step(list(3, &[1, 2]), 1024).is_err(), "not its own");
+        assert!(decode_step(list(2, &[2, 2]), 1024).is_err(), "twice");
+        assert!(decode_step(list(2, &[2, 1]), 1024).is_err(), "out of order");
+        assert!(decode_step(list(2, &[]), 1024).is_err(), "none");
+        let many: Vec<u64> = (0..=LIST_SESSIONS_MAX as u64).collect();
+        assert!(decode_step(list(2, &many), 1024).is_err(), "too many");
         let long_key = Reply::Sets(vec![(Bytes::from(vec![b'k'; 40]), None)]);
         let bytes = Bytes::from(encode_reply(&long_key));
         assert!(decode_reply(bytes, 32).is_err(), "key over the limit");
