@@ -720,6 +720,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.syncs_skipped,
                 report.differing_leaves
             );
+            if report.ranges_differing > 0 {
+                println!(
+                    "ranges that differed: {}, listed in {} scans of this node's shards",
+                    report.ranges_differing, report.listings
+                );
+            }
             if report.ranges_unsynced > 0 {
                 println!(
                     "ranges no sync completed for: {} (every peer failed or was skipped)",

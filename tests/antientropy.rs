@@ -167,6 +167,15 @@ fn repair_until_quiet(cluster: &Cluster, passes: usize) -> Vec<RepairReport> {
         for node in 0..cluster.nodes.len() {
             let report = repair(cluster, node);
             assert_eq!(report.syncs_failed, 0, "{report:?}");
+            // One scan lists every differing range shared with a peer (per batch of
+            // 64), not one scan per differing range. A shard's peers here are the
+            // other 2 nodes' shards.
+            let peers_per_shard = 2 * u64::from(report.shards);
+            let batches_per_peer = report.ranges / 64 + u64::from(report.shards);
+            assert!(
+                report.listings <= peers_per_shard * batches_per_peer,
+                "{report:?}"
+            );
             pass.add(&report);
         }
         let quiet = pass.differing_leaves == 0;
@@ -241,6 +250,11 @@ fn replicas_that_diverged_without_hints_converge_after_repair() {
     let repaired: u64 = reports.iter().map(|r| r.keys_pushed + r.keys_pulled).sum();
     eprintln!("repair passes: {reports:#?}");
     assert!(repaired >= 300 + 40, "{repaired} keys repaired");
+    assert!(
+        reports[0].ranges_differing > reports[0].listings,
+        "the differing ranges were listed together: {:?}",
+        reports[0]
+    );
     assert_eq!(
         reports.last().map(|r| r.differing_leaves),
         Some(0),

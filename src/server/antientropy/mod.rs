@@ -287,6 +287,10 @@ pub struct RepairReport {
     /// Ranges no sync of the round completed for (every peer failed or was skipped).
     pub ranges_unsynced: u64,
     pub differing_leaves: u64,
+    /// Syncs whose comparison found differing leaves, and the scans of this side's
+    /// storage that listed their keys (one per batch of them with a peer).
+    pub ranges_differing: u64,
+    pub listings: u64,
     pub keys_pushed: u64,
     pub keys_pulled: u64,
     /// Deleted keys not sent back to a peer that had purged them.
@@ -307,6 +311,8 @@ impl RepairReport {
         self.syncs_skipped += other.syncs_skipped;
         self.ranges_unsynced += other.ranges_unsynced;
         self.differing_leaves += other.differing_leaves;
+        self.ranges_differing += other.ranges_differing;
+        self.listings += other.listings;
         self.keys_pushed += other.keys_pushed;
         self.keys_pulled += other.keys_pulled;
         self.tombstones_withheld += other.tombstones_withheld;
@@ -851,6 +857,7 @@ pub async fn sync_batch(
             }
             Ok(Some((generation, item))) => {
                 report.differing_leaves += item.leaves.len() as u64;
+                report.ranges_differing += 1;
                 let leaves = Step::Leaves {
                     level: item.level,
                     leaves: item.leaves.clone(),
@@ -955,6 +962,7 @@ async fn repair_listed(
     }
     let items: Vec<&ListItem> = pending.iter().map(|p| &p.item).collect();
     let local = list(shard, generation, &items).await?;
+    report.listings += 1;
     let handle = pending[0].session;
     let mut sessions: Vec<u64> = pending.iter().map(|p| p.session).collect();
     sessions.sort_unstable();
@@ -1173,7 +1181,9 @@ async fn list(
                 contribution: c,
             });
             let i = item_of(token).expect("wanted keys are listed");
-            let leaf = shapes[i].leaf_of(token).expect("listed keys are in the range");
+            let leaf = shapes[i]
+                .leaf_of(token)
+                .expect("listed keys are in the range");
             by_leaf.entry((i, leaf)).or_default().push((token, c));
         })
         .await
