@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Anti-entropy (issue 7): foreground latency while `ringkv repair` runs, for
 # perf/README.md. Three `ringkv server` processes on loopback (2 shards each,
-# --no-pin, N = 3, batch sync, --sync-interval 0: no round runs unless `ringkv repair`
+# --no-pin, N = 3, SYNC (batch) sync, --sync-interval 0: no round runs unless `ringkv repair`
 # asks, --hint-bytes-max 0: no hints, so only anti-entropy can repair a replica that
 # missed writes) and one `ringkv bench` through node 1: open loop at a fixed rate, 50%
 # reads / 50% updates, uniform keys over the preloaded records, QUORUM, 100-byte values.
@@ -21,10 +21,16 @@
 #                round's time and report printed)
 #   idle after   one more repair on every node (converged?), `admin compact`, then the
 #                bench again on the repaired cluster, no anti-entropy running
+# diverge, repair and idle after run CYCLES times (default 3): this machine stalls now
+# and then for up to a second with nothing but the bench running, so one window's p99
+# is not a verdict; the summary gives each cycle's ratio and their median.
 # Open loop, so that every phase is offered the same work and stalls are counted.
 #
 # Usage: perf/antientropy.sh [seconds measured per phase, default 30]
-#   RATE=2000 RECORDS=200000 DIVERGE_OPS=100000 CONNECTIONS=64 WARMUP=5 (defaults)
+#   RATE=2000 RECORDS=200000 DIVERGE_OPS=100000 CONNECTIONS=64 WARMUP=5 CYCLES=3
+#   SYNC=batch|periodic  the nodes' --sync (default batch: every write waits for an
+#                fdatasync, and this machine's fdatasync stalls for 100-400 ms now and
+#                then, in every phase; periodic takes that noise out)
 #   RINGKV_SERVER_FLAGS="..."  more flags for every node (e.g. --sync-bytes-per-sec N)
 # Writes perf/results/antientropy-<date>.txt (machine, commands, every output) and the
 # bench JSON and per-second progress lines next to it.
@@ -36,6 +42,7 @@ records="${RECORDS:-200000}"
 diverge_ops="${DIVERGE_OPS:-100000}"
 connections="${CONNECTIONS:-64}"
 warmup="${WARMUP:-5}"
+cycles="${CYCLES:-3}"
 cargo build --release --quiet
 bin=target/release/ringkv
 data=target/perf-ae
@@ -77,7 +84,7 @@ stop_all() {
 }
 trap stop_all EXIT
 
-server_flags="--shards 2 --no-pin --sync batch --sync-interval 0 --hint-bytes-max 0 ${RINGKV_SERVER_FLAGS:-}"
+server_flags="--shards 2 --no-pin --sync ${SYNC:-batch} --sync-interval 0 --hint-bytes-max 0 ${RINGKV_SERVER_FLAGS:-}"
 start_node() { # index (0-based)
   local i="$1" seeds=()
   [ "$i" -gt 0 ] && seeds=(--seeds "127.0.0.1:$(port_of 0)")
@@ -186,16 +193,19 @@ if [ -n "${SWEEP:-}" ]; then # SWEEP=START:STEP:MAX: what rate this cluster sust
 fi
 
 run_phase() { # name, title; the bench in the foreground
-  local cpu0; cpu0="$(cpu_now)"
+  local cpu0 rc=0; cpu0="$(cpu_now)"
   echo "### $2"
   bench_cmd "$1"
-  $(bench_cmd "$1") 2>"$raw-$1.progress"
+  $(bench_cmd "$1") 2>"$raw-$1.progress" || rc=$?
+  [ "$rc" = 0 ] || echo "(the bench exited $rc: it counted errors)"
   echo "server CPU during the bench (warm-up included): $(cpu_since "$cpu0")"
   echo
 }
 
 run_phase idle "idle (no anti-entropy)"
 
+for cycle in $(seq "$cycles"); do
+echo "## cycle $cycle of $cycles"
 echo "### diverge: node 3 cut off, $diverge_ops YCSB F ops at QUORUM through node 1"
 "$bin" admin fault --port "$(port_of 0)" --heal --drop-to "${ids[2]}" >/dev/null
 "$bin" admin fault --port "$(port_of 1)" --heal --drop-to "${ids[2]}" >/dev/null
@@ -213,9 +223,9 @@ settle
 echo
 
 echo "### during anti-entropy: ringkv repair on nodes 1, 2, 3, 1, ... during the window"
-bench_cmd repair
+bench_cmd "repair-$cycle"
 cpu0="$(cpu_now)"
-$(bench_cmd repair) 2>"$raw-repair.progress" >"$raw-repair.bench" &
+$(bench_cmd "repair-$cycle") 2>"$raw-repair-$cycle.progress" >"$raw-repair-$cycle.bench" &
 bench_pid=$!
 sleep "$warmup"
 window_start="$(now)"
@@ -227,11 +237,13 @@ while kill -0 "$bench_pid" 2>/dev/null; do
   node=$(((node + 1) % 3))
 done
 cpu_loop="$(cpu_since "$cpu0")"
-wait "$bench_pid" || true
+rc=0
+wait "$bench_pid" || rc=$?
 bench_pid=0
 echo "server CPU from the bench's start to the last repair's end: $cpu_loop"
 echo "repair rounds started in the window: $rounds (the last may have run past its end)"
-cat "$raw-repair.bench"
+[ "$rc" = 0 ] || echo "(the bench exited $rc: it counted errors)"
+cat "$raw-repair-$cycle.bench"
 echo
 
 window_start="$(now)"
@@ -241,13 +253,36 @@ echo
 
 settle
 echo
-run_phase after "idle after repair (no anti-entropy)"
+run_phase "after-$cycle" "idle after repair (no anti-entropy)"
+done
 
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$bin" status --port "$(port_of 0)"
 echo
-p99() { python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; print(round(r['operations']['all']['p99_us']))" "$1"; }
-idle99="$(p99 "$raw-idle.json")"; repair99="$(p99 "$raw-repair.json")"; after99="$(p99 "$raw-after.json")"
-echo "### p99 (all ops, us): idle $idle99, during repair $repair99, idle after $after99"
-echo "### ratio during repair / idle: $(echo "scale=2; $repair99 / $idle99" | bc) (target <= 1.5); / idle after: $(echo "scale=2; $repair99 / $after99" | bc)"
+python3 - "$raw" "$cycles" "$warmup" <<'PY'
+import json, statistics, sys
+raw, cycles, warmup = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+def p99(name):
+    return json.load(open(f"{raw}-{name}.json"))["runs"][0]["operations"]["all"]["p99_us"] / 1000
+def seconds(name):  # per-second p99s (ms) of the measured window
+    out = []
+    for line in open(f"{raw}-{name}.progress"):
+        f = line.split()
+        if len(f) >= 6 and f[1] == "s" and f[4] == "p99" and float(f[0]) > warmup + 0.5:
+            out.append(float(f[5]))
+    return out
+print("### p99 per window, ms (median of the per-second p99s; seconds over 50 ms)")
+rows = [("idle", "idle")] + [(f"repair-{c}", f"during repair, cycle {c}") for c in range(1, cycles + 1)] \
+     + [(f"after-{c}", f"idle after, cycle {c}") for c in range(1, cycles + 1)]
+for name, title in rows:
+    s = seconds(name)
+    print(f"  {title:26} p99 {p99(name):8.1f}  ({statistics.median(s):.1f}; {sum(x > 50 for x in s)} of {len(s)})")
+ratios = [p99(f"repair-{c}") / p99(f"after-{c}") for c in range(1, cycles + 1)]
+print("### p99 during repair / idle after, per cycle: " + ", ".join(f"{r:.2f}" for r in ratios)
+      + f"; median {statistics.median(ratios):.2f} (target <= 1.5)")
+during = [x for c in range(1, cycles + 1) for x in seconds(f"repair-{c}")]
+idle = seconds("idle") + [x for c in range(1, cycles + 1) for x in seconds(f"after-{c}")]
+print(f"### median per-second p99: during repair {statistics.median(during):.1f} ms, idle {statistics.median(idle):.1f} ms"
+      f" ({statistics.median(during) / statistics.median(idle):.2f}x)")
+PY
 echo "results in $out"

@@ -125,6 +125,9 @@ pub struct ServerConfig {
     pub sync_scan_bytes_per_sec: u64,
     /// Bytes of sets per second one shard's anti-entropy pushes and fetches.
     pub sync_bytes_per_sec: u64,
+    /// Keys per second one shard's anti-entropy pushes and fetches (each one is a
+    /// write or a read on some replica, however small its set).
+    pub sync_keys_per_sec: u64,
 }
 
 impl Default for ServerConfig {
@@ -209,6 +212,10 @@ impl Default for ServerConfig {
             sync_interval_secs: 60,
             sync_scan_bytes_per_sec: 32 << 20,
             sync_bytes_per_sec: 16 << 20,
+            // Small sets never reach the byte budget: 2 000 keys/s per shard keeps a
+            // large repair from doubling a replica's write load (perf/README.md,
+            // "Anti-entropy").
+            sync_keys_per_sec: 2000,
         }
     }
 }
@@ -330,6 +337,7 @@ impl ServerConfig {
                 .then(|| std::time::Duration::from_secs(self.sync_interval_secs)),
             scan_bytes_per_sec: self.sync_scan_bytes_per_sec,
             transfer_bytes_per_sec: self.sync_bytes_per_sec,
+            transfer_keys_per_sec: self.sync_keys_per_sec,
             gc_grace_us: self.gc_grace_secs.saturating_mul(1_000_000),
             depth: crate::antientropy::DEPTH_DEFAULT,
         }

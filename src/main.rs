@@ -347,6 +347,10 @@ struct ServerArgs {
     /// [default: 16 MiB]
     #[arg(long)]
     sync_bytes_per_sec: Option<u64>,
+    /// Keys per second one shard's anti-entropy pushes and fetches, 0: no limit
+    /// [default: 2000]
+    #[arg(long)]
+    sync_keys_per_sec: Option<u64>,
 }
 
 /// How executors sit on cores: the server's shards, and the benchmarks standing for one.
@@ -945,6 +949,7 @@ fn serve(args: ServerArgs) -> anyhow::Result<ExitCode> {
         sync_bytes_per_sec: args
             .sync_bytes_per_sec
             .unwrap_or(defaults.sync_bytes_per_sec),
+        sync_keys_per_sec: args.sync_keys_per_sec.unwrap_or(defaults.sync_keys_per_sec),
         ..defaults
     };
     config.validate().map_err(anyhow::Error::msg)?;

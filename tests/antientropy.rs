@@ -246,7 +246,16 @@ fn replicas_that_diverged_without_hints_converge_after_repair() {
     );
     assert!(roots_equal(&cluster).is_err(), "the replicas diverged");
 
-    let reports = repair_until_quiet(&cluster, 3);
+    // Node 0 first, alone. It pushes what node 2 lacks or holds otherwise, then fetches
+    // node 2's differing sets: `lonely-*` (40), `both-25..50` (siblings) and
+    // `both-50..75` (newer there), but not `both-0..25`, which its own push made equal
+    // (FETCH carries the asker's contribution). Node 1 only ever got node 0's writes.
+    let first = repair(&cluster, 0);
+    eprintln!("node 0's repair: {first:#?}");
+    assert_eq!(first.syncs_failed, 0, "{first:?}");
+    assert_eq!(first.keys_pulled, 40 + 50, "{first:?}");
+    let mut reports = vec![first];
+    reports.extend(repair_until_quiet(&cluster, 3));
     let repaired: u64 = reports.iter().map(|r| r.keys_pushed + r.keys_pulled).sum();
     eprintln!("repair passes: {reports:#?}");
     assert!(repaired >= 300 + 40, "{repaired} keys repaired");

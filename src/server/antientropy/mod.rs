@@ -127,6 +127,7 @@ pub struct SyncConfig {
     pub interval: Option<Duration>,
     pub scan_bytes_per_sec: u64,
     pub transfer_bytes_per_sec: u64,
+    pub transfer_keys_per_sec: u64,
     pub gc_grace_us: u64,
     pub depth: u8,
 }
@@ -730,28 +731,35 @@ fn report_to_control(shard: &Shard) {
     let _ = shard.peers[0].try_send(message);
 }
 
-/// A budget of bytes per second: `spend` sleeps while ahead of it.
+/// A budget of bytes and keys per second (0: no limit): `spend` sleeps while ahead of
+/// either.
 struct Pace {
     bytes_per_sec: u64,
+    keys_per_sec: u64,
     started: Instant,
     bytes: u64,
+    keys: u64,
 }
 
 impl Pace {
-    fn new(bytes_per_sec: u64) -> Pace {
+    fn new(config: &SyncConfig) -> Pace {
         Pace {
-            bytes_per_sec,
+            bytes_per_sec: config.transfer_bytes_per_sec,
+            keys_per_sec: config.transfer_keys_per_sec,
             started: Instant::now(),
             bytes: 0,
+            keys: 0,
         }
     }
 
-    async fn spend(&mut self, bytes: usize) {
+    async fn spend(&mut self, bytes: usize, keys: usize) {
         self.bytes += bytes as u64;
-        if self.bytes_per_sec == 0 {
-            return;
-        }
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_sec as f64);
+        self.keys += keys as u64;
+        let due = |spent: u64, per_sec: u64| match per_sec {
+            0 => Duration::ZERO,
+            _ => Duration::from_secs_f64(spent as f64 / per_sec as f64),
+        };
+        let due = due(self.bytes, self.bytes_per_sec).max(due(self.keys, self.keys_per_sec));
         let ahead = due.saturating_sub(self.started.elapsed());
         if ahead >= Duration::from_millis(1) {
             glommio::timer::sleep(ahead).await;
@@ -987,15 +995,18 @@ async fn repair_listed(
     }
     let diff = diff_keys(&local, &remote);
     let remote_has = |key: &Bytes| remote.binary_search_by(|d| d.key.cmp(key)).is_ok();
-    let local_has = |key: &Bytes| local.binary_search_by(|d| d.key.cmp(key)).is_ok();
-    let mut pace = Pace::new(ae.config.transfer_bytes_per_sec);
+    let local_contribution = |key: &Bytes| {
+        let i = local.binary_search_by(|d| d.key.cmp(key)).ok()?;
+        Some(local[i].contribution)
+    };
+    let mut pace = Pace::new(&ae.config);
     push(shard, peer, &diff.send, &remote_has, &mut pace, report).await?;
     pull(
         shard,
         peer,
         handle,
         &diff.fetch,
-        &local_has,
+        &local_contribution,
         &mut pace,
         report,
     )
@@ -1046,7 +1057,7 @@ async fn push(
             }
             let encoded = Bytes::from(versions.encode());
             report.bytes_sent += (key.len() + encoded.len()) as u64;
-            pace.spend(key.len() + encoded.len()).await;
+            pace.spend(key.len() + encoded.len(), 1).await;
             requests.push(Request::ReplicaWrite {
                 key: key.clone(),
                 versions: encoded,
@@ -1082,17 +1093,17 @@ async fn pull(
     peer: Replica,
     session: u64,
     keys: &[Bytes],
-    here_has: &dyn Fn(&Bytes) -> bool,
+    here: &dyn Fn(&Bytes) -> Option<u64>,
     pace: &mut Pace,
     report: &mut RepairReport,
 ) -> Result<(), String> {
     let ae = &shard.antientropy;
     let mut rest = keys;
     while !rest.is_empty() {
-        let ask: Vec<(bool, Bytes)> = rest
+        let ask: Vec<(Option<u64>, Bytes)> = rest
             .iter()
             .take(FETCH_KEYS)
-            .map(|k| (!here_has(k), k.clone()))
+            .map(|k| (here(k), k.clone()))
             .collect();
         let Reply::Sets(sets) = step(shard, peer, session, Step::Fetch(ask), report).await? else {
             return Err("FETCH answered with another step".into());
@@ -1100,12 +1111,13 @@ async fn pull(
         if sets.is_empty() || sets.len() > rest.len().min(FETCH_KEYS) {
             return Err(format!("FETCH answered {} sets", sets.len()));
         }
+        pace.spend(0, sets.len()).await;
         for (i, (key, set)) in sets.iter().enumerate() {
             if *key != rest[i] {
                 return Err("FETCH answered other keys".into());
             }
             let Some(set) = set else { continue };
-            pace.spend(key.len() + set.len()).await;
+            pace.spend(key.len() + set.len(), 0).await;
             let versions = match VersionSet::decode(set) {
                 Ok((versions, used)) if used == set.len() => versions,
                 _ => return Err("a fetched version set does not decode whole".into()),
@@ -1294,7 +1306,7 @@ pub async fn answer(shard: &Rc<Shard>, body: Bytes) -> Result<Vec<u8>, (Status, 
         Step::Fetch(keys) => {
             let mut sets = Vec::new();
             let mut bytes = 0;
-            for (lacks, k) in keys {
+            for (have, k) in keys {
                 if bytes >= PAGE_BYTES {
                     break;
                 }
@@ -1303,9 +1315,13 @@ pub async fn answer(shard: &Rc<Shard>, body: Bytes) -> Result<Vec<u8>, (Status, 
                     .get(&k)
                     .await
                     .map_err(|e| (Status::Unavailable, e.to_string()))?;
-                let set = stored
-                    .filter(|v| !(lacks && ae.may_drop(&k, v)))
-                    .map(|v| Bytes::from(v.encode()));
+                // Not sent: what the asker holds already (a push of the same sync
+                // made both sides equal), a tombstone it need not get back.
+                let needed = |v: &VersionSet| match have {
+                    Some(theirs) => contribution(&k, v) != theirs,
+                    None => !ae.may_drop(&k, v),
+                };
+                let set = stored.filter(needed).map(|v| Bytes::from(v.encode()));
                 bytes += k.len() + set.as_ref().map_or(0, |s| s.len());
                 sets.push((k, set));
             }

@@ -13,7 +13,8 @@
 //!   op 2 LEAVES     level u8 | leaf_count u32 | leaf u32 × leaf_count   (increasing)
 //!   op 3 LIST_NEXT  (empty)
 //!   op 7 LIST       session_count u16 | session u64 × session_count    (increasing)
-//!   op 4 FETCH      key_count u32 | (lacks u8 | key_len u16 | key) × key_count
+//!   op 4 FETCH      key_count u32 | (held u8 | [contribution u64] | key_len u16
+//!                                    | key) × key_count     (contribution if held)
 //!   op 5 END        complete u8
 //!   op 6 TREES      (empty)
 //!
@@ -65,8 +66,9 @@ pub enum Step {
     List { sessions: Vec<u64> },
     /// The next page of the listing.
     ListNext,
-    /// The peer's sets of these keys; `lacks`: the asker holds no copy at all.
-    Fetch(Vec<(bool, Bytes)>),
+    /// The peer's sets of these keys, each with the contribution of the asker's own
+    /// set (`None`: it holds no copy at all).
+    Fetch(Vec<(Option<u64>, Bytes)>),
     /// The session is over; `complete`: every difference was repaired both ways.
     End { complete: bool },
     /// The shard's trees and their roots (`ringkv admin trees`, tests).
@@ -98,7 +100,7 @@ pub enum Reply {
         keys: Vec<KeyDigest>,
     },
     /// A prefix of the keys asked for (the rest did not fit), each with its set or
-    /// `None` (absent, or a tombstone the asker need not get back).
+    /// `None` (absent, equal to the asker's, or a tombstone it need not get back).
     Sets(Vec<(Bytes, Option<Bytes>)>),
     Done,
     Trees(Vec<TreeInfo>),
@@ -132,8 +134,14 @@ pub fn encode_step(request: &StepRequest) -> Vec<u8> {
         Step::Fetch(keys) => {
             out.push(OP_FETCH);
             out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
-            for (lacks, key) in keys {
-                out.push(u8::from(*lacks));
+            for (have, key) in keys {
+                match have {
+                    Some(contribution) => {
+                        out.push(1);
+                        out.extend_from_slice(&contribution.to_le_bytes());
+                    }
+                    None => out.push(0),
+                }
                 put_key(&mut out, key);
             }
         }
@@ -202,8 +210,11 @@ pub fn decode_step(body: Bytes, key_bytes_max: usize) -> Result<StepRequest, Str
             r.ensure_room(count, 3, "key_count").map_err(text)?;
             let mut keys = Vec::with_capacity(count);
             for _ in 0..count {
-                let lacks = flag(&mut r, "lacks")?;
-                keys.push((lacks, key(&mut r, key_bytes_max)?));
+                let have = match flag(&mut r, "held")? {
+                    true => Some(r.u64("contribution").map_err(text)?),
+                    false => None,
+                };
+                keys.push((have, key(&mut r, key_bytes_max)?));
             }
             Step::Fetch(keys)
         }
@@ -398,8 +409,8 @@ mod tests {
             }),
             step(Step::ListNext),
             step(Step::Fetch(vec![
-                (true, Bytes::from_static(b"k1")),
-                (false, Bytes::from_static(b"")),
+                (None, Bytes::from_static(b"k1")),
+                (Some(u64::MAX), Bytes::from_static(b"")),
             ])),
             step(Step::End { complete: true }),
             step(Step::Trees),
