@@ -30,15 +30,17 @@
 //!    scan reads the whole shard; batching makes that one scan per batch instead of
 //!    one per differing range.
 //! 3. Repair: `diff_keys` says which keys differ. This side pushes its sets as
-//!    REPLICA_WRITEs, and FETCHes the peer's sets and merges them. A key that differs
-//!    on both sides moves both ways; after the merge both hold the same set.
+//!    REPLICA_WRITEs, then FETCHes the peer's sets and merges them. A FETCH carries
+//!    the contribution of this side's set, and the peer sends back only a set that
+//!    still differs from it (its own was newer, or concurrent): after the merges both
+//!    hold the same set.
 //! 4. End: END with `complete` on each session when every push and merge of the batch
 //!    succeeded. Only then do both sides record the sync (`Range::synced`) for the
 //!    proof below. A failed sync sends END without `complete`, so the peer drops its
 //!    session; a batch's listed ranges succeed or fail together.
 //!
 //! Scans read at most `--sync-scan-bytes-per-sec`, pushes and fetches move at most
-//! `--sync-bytes-per-sec`. Builds, rounds (periodic, `ringkv repair`, a replacement's
+//! `--sync-bytes-per-sec` and `--sync-keys-per-sec` (`Pace`). Builds, rounds (periodic, `ringkv repair`, a replacement's
 //! fill) and the scans that answer a peer's LIST run in a task queue with a tenth of
 //! the shares requests get. A LIST step may take up to 15 minutes (the peer scans
 //! first); every other step waits `--replica-timeout-ms`.
