@@ -212,8 +212,8 @@ impl Default for ServerConfig {
             sync_interval_secs: 60,
             sync_scan_bytes_per_sec: 32 << 20,
             sync_bytes_per_sec: 16 << 20,
-            // Small sets never reach the byte budget: 2 000 keys/s per shard keeps a
-            // large repair from doubling a replica's write load (perf/README.md,
+            // Small sets never reach the byte budget: 2 000 keys/s per shard bounds
+            // the writes and reads a large repair adds on a replica (perf/README.md,
             // "Anti-entropy").
             sync_keys_per_sec: 2000,
         }
