@@ -40,9 +40,9 @@
 //!    session; a batch's listed ranges succeed or fail together.
 //!
 //! Scans read at most `--sync-scan-bytes-per-sec`, pushes and fetches move at most
-//! `--sync-bytes-per-sec` and `--sync-keys-per-sec` (`Pace`). Builds, rounds (periodic, `ringkv repair`, a replacement's
-//! fill) and the scans that answer a peer's LIST run in a task queue with a tenth of
-//! the shares requests get. A LIST step may take up to 15 minutes (the peer scans
+//! `--sync-bytes-per-sec` and `--sync-keys-per-sec` (`Pace`). Builds, rounds
+//! (periodic, `ringkv repair`, a replacement's fill) and the scans that answer a peer's
+//! LIST run in a task queue with a tenth of the shares requests get. A LIST step may take up to 15 minutes (the peer scans
 //! first); every other step waits `--replica-timeout-ms`.
 //!
 //! # Tombstones are dropped by proof (`Range::proven`)
@@ -63,12 +63,11 @@
 //! # Not done
 //!
 //! Keys of a leaf are listed by scanning the whole shard (one paced scan per batch on
-//! each side). Incoming sets are merged as
-//! they come (clock pruning applies later, on the way into a table), so a replica that
-//! pruned an entry gets it back until its peers prune it too. Steps are not
-//! authenticated (no internal request is): a sender can name any node as `from`, so
-//! whoever can reach the internal ports could forge the END that counts toward a
-//! tombstone's proof. The simulator does not run anti-entropy yet.
+//! each side). Incoming sets are merged as they come (clock pruning applies later, on
+//! the way into a table), so a replica that pruned an entry gets it back until its
+//! peers prune it too. Steps are not authenticated (no internal request is): a sender
+//! can name any node as `from`, so whoever can reach the internal ports could forge
+//! the END that counts toward a tombstone's proof. The simulator does not run anti-entropy yet.
 
 pub mod wire;
 
