@@ -19,7 +19,6 @@ use ringkv::client::blocking::BlockingClient;
 use ringkv::protocol::{Consistency, Request, ResponseBody, Status, REPAIR_ALL_SHARDS};
 use ringkv::server::antientropy::wire::{decode_reply, Reply, TreeInfo};
 use ringkv::server::antientropy::{encode_trees_request, RepairReport};
-use ringkv::server::faults::FaultChange;
 use ringkv::version::{VersionSet, CONTEXT_OVERWRITE};
 
 /// The context of a write that supersedes whatever its coordinator stores.
@@ -120,44 +119,6 @@ fn roots_equal(cluster: &Cluster) -> Result<(), String> {
     Ok(())
 }
 
-/// Cuts node `cut` off from every other node, both ways.
-fn isolate(cluster: &Cluster, cut: usize) {
-    let ids: Vec<u64> = (0..cluster.nodes.len())
-        .map(|i| cluster.node_id(i))
-        .collect();
-    let others: Vec<u64> = ids.iter().copied().filter(|&id| id != ids[cut]).collect();
-    for node in 0..cluster.nodes.len() {
-        let drop_to = if node == cut {
-            others.clone()
-        } else {
-            vec![ids[cut]]
-        };
-        cluster.fault(
-            node,
-            FaultChange {
-                heal: true,
-                drop_to,
-                delay_ms: None,
-                delay_to: Vec::new(),
-            },
-        );
-    }
-}
-
-fn heal(cluster: &Cluster) {
-    for node in 0..cluster.nodes.len() {
-        cluster.fault(
-            node,
-            FaultChange {
-                heal: true,
-                drop_to: Vec::new(),
-                delay_ms: None,
-                delay_to: Vec::new(),
-            },
-        );
-    }
-}
-
 /// Repairs on every node, in turn, until a whole pass finds no difference (at most
 /// `passes`); returns the passes' reports.
 fn repair_until_quiet(cluster: &Cluster, passes: usize) -> Vec<RepairReport> {
@@ -204,7 +165,7 @@ fn replicas_that_diverged_without_hints_converge_after_repair() {
         all.put(format!("both-{i}").as_bytes(), b"v0", OVERWRITE)
             .expect("ALL write");
     }
-    isolate(&cluster, 2);
+    cluster.partition(&[2]);
     // Node 0 coordinates at ONE: node 1 gets these too unless the write outran its
     // timeout; node 2 never does.
     let mut one = cluster.client(0, Consistency::One);
@@ -234,7 +195,7 @@ fn replicas_that_diverged_without_hints_converge_after_repair() {
             .put(format!("both-{i}").as_bytes(), b"minority", OVERWRITE)
             .expect("overwrite");
     }
-    heal(&cluster);
+    cluster.heal();
     wait_all_up(&cluster, Duration::from_secs(60));
     assert!(
         replica_set(&cluster, 2, b"missed-7").is_none(),
@@ -318,7 +279,7 @@ fn a_deleted_key_does_not_come_back_from_a_replica_that_missed_the_delete() {
         all.put(key.as_bytes(), b"old value", OVERWRITE)
             .expect("ALL write");
     }
-    isolate(&cluster, 2);
+    cluster.partition(&[2]);
     let mut quorum = cluster.client(0, Consistency::Quorum);
     for key in &keys {
         quorum
@@ -343,7 +304,7 @@ fn a_deleted_key_does_not_come_back_from_a_replica_that_missed_the_delete() {
     }
 
     // Node 2 comes back, long after the grace period.
-    heal(&cluster);
+    cluster.heal();
     wait_all_up(&cluster, Duration::from_secs(60));
     let reports = repair_until_quiet(&cluster, 3);
     eprintln!("repair passes: {reports:#?}");

@@ -19,7 +19,6 @@ use ringkv::client::ClientError;
 use ringkv::history::{History, Outcome};
 use ringkv::membership::detector::Status as Health;
 use ringkv::protocol::{Consistency, QuorumMode, Request, ResponseBody, Status};
-use ringkv::server::faults::FaultChange;
 use ringkv::version::{Context, VersionSet};
 
 /// The detector's defaults give about 3.3 s from the last heartbeat to Down
@@ -183,38 +182,6 @@ fn key_replicated_by(cluster: &Cluster, inside: u64, outside: &[u64]) -> (String
         .expect("some key has such a preference list")
 }
 
-fn partition(cluster: &Cluster, side: &[usize]) {
-    let ids: Vec<u64> = (0..cluster.nodes.len())
-        .map(|i| cluster.node_id(i))
-        .collect();
-    for node in 0..cluster.nodes.len() {
-        let inside = side.contains(&node);
-        let drop_to = (0..ids.len())
-            .filter(|&other| side.contains(&other) != inside)
-            .map(|other| ids[other])
-            .collect();
-        cluster.fault(
-            node,
-            FaultChange {
-                drop_to,
-                ..FaultChange::default()
-            },
-        );
-    }
-}
-
-fn heal(cluster: &Cluster) {
-    for node in 0..cluster.nodes.len() {
-        cluster.fault(
-            node,
-            FaultChange {
-                heal: true,
-                ..FaultChange::default()
-            },
-        );
-    }
-}
-
 #[test]
 fn a_partitioned_minority_refuses_strict_writes_and_takes_sloppy_ones() {
     let cluster = Cluster::start_with(
@@ -231,7 +198,7 @@ fn a_partitioned_minority_refuses_strict_writes_and_takes_sloppy_ones() {
     let ids: Vec<u64> = (0..5).map(|i| cluster.node_id(i)).collect();
     // A key node 0 replicates with two nodes of the majority side.
     let (key, replicas) = key_replicated_by(&cluster, ids[0], &[ids[1]]);
-    partition(&cluster, &[0, 1]);
+    cluster.partition(&[0, 1]);
     wait_for(
         "the minority sees the majority Down",
         Duration::from_secs(30),
@@ -268,7 +235,7 @@ fn a_partitioned_minority_refuses_strict_writes_and_takes_sloppy_ones() {
     let mut majority = cluster.client(2, Consistency::Quorum);
     majority.set_quorum(QuorumMode::Strict);
     majority.put(other.as_bytes(), b"majority", &[]).unwrap();
-    heal(&cluster);
+    cluster.heal();
     wait_all_up(&cluster, Duration::from_secs(60));
     let owner_nodes: Vec<usize> = (2..5).filter(|&n| owners.contains(&ids[n])).collect();
     wait_for(
@@ -403,9 +370,9 @@ fn no_acknowledged_write_is_lost_through_kills_pauses_and_partitions() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
     pause(3);
     // Cut one off from the rest, both ways.
-    partition(&cluster, &[1]);
+    cluster.partition(&[1]);
     pause(4);
-    heal(&cluster);
+    cluster.heal();
     pause(3);
     stop.store(true, Ordering::Relaxed);
     for client in clients {

@@ -125,6 +125,38 @@ impl Cluster {
             .expect("the node answers");
         assert_eq!(response.status, Status::Ok, "{}", response.message);
     }
+
+    /// Cuts the nodes of `side` off from the others, both ways (every node drops what
+    /// it would send across; faults set before are cleared first).
+    pub fn partition(&self, side: &[usize]) {
+        let ids: Vec<u64> = (0..self.nodes.len()).map(|i| self.node_id(i)).collect();
+        for node in 0..self.nodes.len() {
+            let inside = side.contains(&node);
+            let drop_to = (0..ids.len())
+                .filter(|&other| side.contains(&other) != inside)
+                .map(|other| ids[other])
+                .collect();
+            self.fault(
+                node,
+                ringkv::server::faults::FaultChange {
+                    heal: true,
+                    drop_to,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    /// Clears every fault on every node.
+    pub fn heal(&self) {
+        for node in 0..self.nodes.len() {
+            let heal = ringkv::server::faults::FaultChange {
+                heal: true,
+                ..Default::default()
+            };
+            self.fault(node, heal);
+        }
+    }
 }
 
 impl Drop for Cluster {
